@@ -1,0 +1,415 @@
+"""Typed pipeline configuration.
+
+Defaults live here and only here: a YAML file in ``conf/`` holds what it changes.
+``load_config`` validates a file (plus ``--set a.b=c`` overrides) into ``PipelineConfig``
+and turns every validation problem into one ``ConfigError`` that names the file, the key
+path and what was expected.
+"""
+from __future__ import annotations
+
+import hashlib
+import json
+import os
+from pathlib import Path
+from typing import Any, Literal, Optional
+
+import yaml
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
+
+REPO_ROOT = Path(__file__).resolve().parents[2]
+
+
+class ConfigError(ValueError):
+    """A configuration problem; the message names the file and the key path."""
+
+
+class _Model(BaseModel):
+    model_config = ConfigDict(extra="forbid", validate_assignment=True)
+
+
+# --------------------------------------------------------------------------- infrastructure
+
+
+class SparkConfig(_Model):
+    master: Optional[str] = Field(
+        None, description="Spark master for local runs; None = local[<cores>]. Ignored under spark-submit."
+    )
+    app_name: str = "natural-reasoning"
+    shuffle_partitions: int = Field(8, ge=1)
+    driver_memory: str = "4g"
+    ui_enabled: bool = False
+    conf: dict[str, str] = Field(default_factory=dict, description="extra spark.* settings")
+
+
+class StorageConfig(_Model):
+    root: str = "./nr-data"
+    backend: Literal["auto", "bridge", "native"] = "auto"
+    storage_options: dict[str, str] = Field(
+        default_factory=dict,
+        description="delta-rs storage options that are not secrets (region, endpoint); "
+        "credentials come from the environment",
+    )
+    commit_retries: int = Field(5, ge=0)
+    spark_s3_scheme: str = Field("s3a", description="scheme Spark uses for s3:// paths (s3a on OSS Spark, s3 on EMR)")
+
+    @field_validator("root")
+    @classmethod
+    def _root_not_empty(cls, v: str) -> str:
+        if not v.strip():
+            raise ValueError("storage.root must not be empty")
+        return v.rstrip("/") if len(v) > 1 else v
+
+
+class PipelineSection(_Model):
+    stages: list[str] = Field(
+        default_factory=lambda: [
+            "bootstrap",
+            "ingest",
+            "doc_dedup",
+            "annotate",
+            "synthesize",
+            "question_dedup",
+            "decontaminate",
+            "respond",
+            "judge",
+            "dataset",
+        ]
+    )
+    chunk_rows: int = Field(256, ge=1, description="rows per commit in long (LLM) stages")
+    progress: bool = True
+
+
+class SampleConfig(_Model):
+    """The bundled sample corpus, written as Delta tables by the ``bootstrap`` stage."""
+
+    corpus_dir: Optional[str] = Field(None, description="folder with the sample JSONL; None = the bundled one")
+    tables: dict[str, str] = Field(
+        default_factory=lambda: {
+            "dclm_baseline.jsonl": "{root}/sources/dclm",
+            "finemath.jsonl": "{root}/sources/finemath",
+        }
+    )
+
+
+class SourceConfig(_Model):
+    name: str = Field(..., description="short source label stored in documents.source")
+    path: str = Field(..., description="table path; {root} expands to storage.root")
+    format: Literal["delta", "parquet", "jsonl"] = "delta"
+    text_col: str = "text"
+    url_col: Optional[str] = "url"
+    keep_cols: list[str] = Field(default_factory=list, description="source columns kept in documents.meta")
+    filter: Optional[str] = Field(None, description="Spark SQL predicate on source columns, e.g. 'int_score >= 3'")
+    sample_fraction: Optional[float] = Field(None, gt=0, le=1)
+    max_docs: Optional[int] = Field(None, ge=1)
+
+
+class IngestConfig(_Model):
+    sources: list[SourceConfig] = Field(
+        default_factory=lambda: [
+            SourceConfig(
+                name="dclm",
+                path="{root}/sources/dclm",
+                keep_cols=["fasttext_openhermes_reddit_eli5_vs_rw_v2_bigram_200k_train_prob"],
+            ),
+            SourceConfig(
+                name="finemath",
+                path="{root}/sources/finemath",
+                keep_cols=["score", "int_score"],
+                filter="int_score >= 3",
+            ),
+        ]
+    )
+    min_chars: int = Field(1, ge=0, description="shorter texts are dropped as too_short")
+    max_chars: int = Field(200_000, ge=1, description="longer texts are dropped as too_long")
+    seed: int = 0
+
+    @model_validator(mode="after")
+    def _unique_names(self) -> "IngestConfig":
+        names = [s.name for s in self.sources]
+        dup = {n for n in names if names.count(n) > 1}
+        if dup:
+            raise ValueError(f"source names must be unique, repeated: {sorted(dup)}")
+        return self
+
+
+# --------------------------------------------------------------------------- LLM layer
+
+
+class SamplingConfig(_Model):
+    temperature: float = Field(0.0, ge=0)
+    top_p: float = Field(1.0, gt=0, le=1)
+    max_tokens: int = Field(512, ge=1)
+    n: int = Field(1, ge=1)
+    seed: Optional[int] = 0
+    logprobs: Optional[int] = Field(None, ge=0, description="top-k logprobs of the first generated token")
+    stop: list[str] = Field(default_factory=list)
+    json_schema: Optional[dict[str, Any]] = Field(None, description="structured output, where the engine supports it")
+
+
+class ModelConfig(_Model):
+    engine: Literal["auto", "vllm", "transformers", "openai", "scripted"] = "auto"
+    model: str = Field(
+        "smollm2-135m",
+        description="a local HF folder, a .gguf file, a served model name (openai), or 'smollm2-135m' for the bundled model",
+    )
+    label: Optional[str] = Field(None, description="name recorded in output rows; default = model")
+    max_model_len: int = Field(2048, ge=16)
+    too_long: Literal["truncate", "mark"] = Field(
+        "truncate", description="prompt longer than the context: keep its head and tail, or mark the row too_long"
+    )
+    dtype: str = "auto"
+    batch_size: int = Field(8, ge=1, description="prompts per engine call")
+    gpus_per_task: float = Field(0, ge=0)
+    tensor_parallel_size: Optional[int] = Field(None, ge=1, description="default: the task's GPU count")
+    gpu_memory_utilization: float = Field(0.9, gt=0, le=1)
+    torch_threads: Optional[int] = Field(None, ge=1)
+    base_url: Optional[str] = None
+    api_key_env: Optional[str] = Field(None, description="environment variable that holds the API key")
+    max_concurrency: int = Field(16, ge=1)
+    max_retries: int = Field(5, ge=0)
+    request_timeout_s: float = Field(120.0, gt=0)
+    engine_kwargs: dict[str, Any] = Field(default_factory=dict)
+
+    @property
+    def name(self) -> str:
+        return self.label or self.model
+
+
+class LLMConfig(_Model):
+    models: dict[str, ModelConfig] = Field(default_factory=lambda: {"default": ModelConfig()})
+    cache_dir: Optional[str] = Field(None, description="where the bundled model is unpacked; default ~/.cache/nr")
+
+
+class AnnotateConfig(_Model):
+    model: str = "default"
+    prompt: str = "annotate"
+    sampling: SamplingConfig = Field(default_factory=lambda: SamplingConfig(max_tokens=256))
+    max_doc_chars: int = Field(6000, ge=100, description="document text beyond this is cut before prompting")
+    select: dict[str, int] = Field(
+        default_factory=lambda: {"complexity": 4, "reasoning": 4},
+        description="axis -> minimum score a document needs to go to synthesis (default: full marks)",
+    )
+
+
+class SynthesizeConfig(_Model):
+    model: str = "default"
+    prompt: str = "synthesize"
+    sampling: SamplingConfig = Field(default_factory=lambda: SamplingConfig(max_tokens=512))
+    max_doc_chars: int = Field(6000, ge=100)
+
+
+class RespondConfig(_Model):
+    models: list[str] = Field(default_factory=lambda: ["default"])
+    prompt: str = "respond"
+    sampling: SamplingConfig = Field(
+        default_factory=lambda: SamplingConfig(temperature=0.7, top_p=0.9, max_tokens=1024)
+    )
+
+
+class JudgeConfig(_Model):
+    model: str = "default"
+    kinds: list[Literal["quality", "reference_agreement", "self_score"]] = Field(
+        default_factory=lambda: ["quality", "reference_agreement", "self_score"]
+    )
+    sampling: SamplingConfig = Field(default_factory=lambda: SamplingConfig(max_tokens=384))
+    self_score_top_k: int = Field(20, ge=1)
+    self_score_floor: float = Field(-30.0, description="logprob used for Yes/No when outside the top k")
+
+
+# --------------------------------------------------------------------------- dedup and decontamination
+
+
+class DedupConfig(_Model):
+    enabled: bool = True
+    threshold: float = Field(0.55, gt=0, le=1, description="word-level Jaccard threshold")
+    ngram: int = Field(1, ge=1, description="word n-gram shingle size")
+    num_perm: int = Field(128, ge=8)
+    bands: Optional[int] = Field(None, ge=1, description="override the bands chosen from the threshold")
+    rows: Optional[int] = Field(None, ge=1)
+    false_positive_weight: float = Field(0.3, ge=0, le=1)
+    false_negative_weight: float = Field(0.7, ge=0, le=1)
+    seed: int = 42
+    max_bucket_size: int = Field(
+        1000, ge=2, description="larger LSH buckets are linked as a chain to the bucket's smallest id, not all pairs"
+    )
+    keep: Literal["lowest_id", "highest_score"] = "lowest_id"
+    score_col: Optional[str] = None
+    max_cc_iterations: int = Field(50, ge=1)
+
+    @model_validator(mode="after")
+    def _bands_rows(self) -> "DedupConfig":
+        if (self.bands is None) != (self.rows is None):
+            raise ValueError("set both bands and rows, or neither")
+        if self.bands is not None and self.bands * self.rows > self.num_perm:
+            raise ValueError(f"bands*rows={self.bands * self.rows} exceeds num_perm={self.num_perm}")
+        if self.keep == "highest_score" and not self.score_col:
+            raise ValueError("keep=highest_score needs score_col")
+        return self
+
+
+class BenchmarkConfig(_Model):
+    name: str
+    format: Literal["jsonl", "csv", "parquet", "hf"] = "jsonl"
+    path: str = Field(..., description="file, glob or folder; {benchmarks_dir} expands; an HF dataset name for hf")
+    text_fields: list[str] = Field(..., min_length=1)
+    id_field: Optional[str] = Field(None, description="None = row number within the file")
+    subset_field: Optional[str] = None
+    subset_values: Optional[list[str]] = None
+    split: Optional[str] = None
+    optional: bool = False
+
+
+class DecontaminateConfig(_Model):
+    enabled: bool = True
+    ngram: int = Field(13, ge=1)
+    min_matches: int = Field(1, ge=1, description="n-grams shared before an item counts as contaminated")
+    benchmarks_dir: str = Field(
+        "${NR_BENCHMARKS_DIR:-../shared/data/benchmarks}",
+        description="folder the built-in benchmark definitions read from",
+    )
+    benchmarks: Optional[list[BenchmarkConfig]] = Field(
+        None, description="None = the built-in MATH, GPQA-diamond, MMLU-Pro and MMLU-STEM definitions"
+    )
+    text_cols: list[str] = Field(default_factory=lambda: ["question"])
+
+
+class DatasetConfig(_Model):
+    export_dir: str = "{root}/export"
+    formats: list[Literal["jsonl", "parquet"]] = Field(default_factory=lambda: ["jsonl", "parquet"])
+    require_reference: bool = False
+    min_quality: Optional[int] = Field(None, ge=1, le=10)
+
+
+# --------------------------------------------------------------------------- root
+
+
+class PipelineConfig(_Model):
+    spark: SparkConfig = Field(default_factory=SparkConfig)
+    storage: StorageConfig = Field(default_factory=StorageConfig)
+    pipeline: PipelineSection = Field(default_factory=PipelineSection)
+    sample: SampleConfig = Field(default_factory=SampleConfig)
+    ingest: IngestConfig = Field(default_factory=IngestConfig)
+    llm: LLMConfig = Field(default_factory=LLMConfig)
+    doc_dedup: DedupConfig = Field(default_factory=lambda: DedupConfig(enabled=False, ngram=5))
+    annotate: AnnotateConfig = Field(default_factory=AnnotateConfig)
+    synthesize: SynthesizeConfig = Field(default_factory=SynthesizeConfig)
+    question_dedup: DedupConfig = Field(default_factory=DedupConfig)
+    decontaminate: DecontaminateConfig = Field(default_factory=DecontaminateConfig)
+    respond: RespondConfig = Field(default_factory=RespondConfig)
+    judge: JudgeConfig = Field(default_factory=JudgeConfig)
+    dataset: DatasetConfig = Field(default_factory=DatasetConfig)
+
+    @model_validator(mode="after")
+    def _model_refs(self) -> "PipelineConfig":
+        known = set(self.llm.models)
+        refs = [("annotate.model", self.annotate.model), ("synthesize.model", self.synthesize.model),
+                ("judge.model", self.judge.model)]
+        refs += [(f"respond.models[{i}]", m) for i, m in enumerate(self.respond.models)]
+        for where, name in refs:
+            if name not in known:
+                raise ValueError(f"{where}={name!r} is not a model in llm.models (known: {sorted(known)})")
+        return self
+
+    # ---- helpers
+
+    def expand(self, template: str) -> str:
+        """Expand ``{root}`` and ``${ENV:-default}`` in a configured path."""
+        return expand_path(template, self.storage.root)
+
+    def config_hash(self, section: Optional[str] = None) -> str:
+        payload = self.model_dump(mode="json") if section is None else getattr(self, section).model_dump(mode="json")
+        return hashlib.sha256(json.dumps(payload, sort_keys=True).encode()).hexdigest()[:16]
+
+
+def expand_path(template: str, root: str) -> str:
+    out = os.path.expandvars(_expand_env_defaults(template)).replace("{root}", root)
+    if "://" not in out and not out.startswith("dbfs:"):
+        out = str(Path(out).expanduser())
+    return out
+
+
+def _expand_env_defaults(s: str) -> str:
+    """``${NAME:-default}`` as in a shell; plain ``$NAME`` is left to os.path.expandvars."""
+    import re
+
+    def repl(m: "re.Match[str]") -> str:
+        return os.environ.get(m.group(1)) or m.group(2)
+
+    return re.sub(r"\$\{([A-Za-z_][A-Za-z0-9_]*):-([^}]*)\}", repl, s)
+
+
+# --------------------------------------------------------------------------- loading
+
+
+def _apply_override(data: dict, assignment: str) -> None:
+    if "=" not in assignment:
+        raise ConfigError(f"--set {assignment!r}: expected KEY.PATH=VALUE")
+    key, raw = assignment.split("=", 1)
+    parts = [p for p in key.strip().split(".") if p]
+    if not parts:
+        raise ConfigError(f"--set {assignment!r}: empty key")
+    try:
+        value = yaml.safe_load(raw) if raw.strip() else ""
+    except yaml.YAMLError as e:
+        raise ConfigError(f"--set {key}: value {raw!r} is not valid YAML: {e}") from None
+    node = data
+    for i, p in enumerate(parts[:-1]):
+        nxt = node.get(p)
+        if nxt is None:
+            nxt = node[p] = {}
+        elif not isinstance(nxt, dict):
+            raise ConfigError(f"--set {key}: {'.'.join(parts[: i + 1])} is not a mapping")
+        node = nxt
+    node[parts[-1]] = value
+
+
+def _format_loc(loc: tuple) -> str:
+    out = ""
+    for part in loc:
+        if isinstance(part, int):
+            out += f"[{part}]"
+        else:
+            out += ("." if out else "") + str(part)
+    return out or "<root>"
+
+
+def validate_config(data: dict, source: str) -> PipelineConfig:
+    try:
+        return PipelineConfig.model_validate(data)
+    except ValidationError as e:
+        lines = []
+        for err in e.errors():
+            loc = _format_loc(tuple(p for p in err["loc"] if not (isinstance(p, str) and p.startswith("function-"))))
+            if err["type"] == "extra_forbidden":
+                msg = "unknown key"
+            elif err["type"] == "missing":
+                msg = "required value is missing"
+            else:
+                msg = err["msg"]
+            given = err.get("input")
+            shown = "" if err["type"] in ("missing", "extra_forbidden") or isinstance(given, dict) else f" (got {given!r})"
+            lines.append(f"{source}: {loc}: {msg}{shown}")
+        raise ConfigError("invalid configuration:\n  " + "\n  ".join(lines)) from None
+
+
+def load_config(path: Optional[str | Path] = None, overrides: Optional[list[str]] = None) -> PipelineConfig:
+    """Load ``path`` (None = code defaults only), apply ``--set`` overrides, validate."""
+    data: dict = {}
+    source = "<defaults>"
+    if path is not None:
+        p = Path(path)
+        source = str(p)
+        if not p.exists():
+            raise ConfigError(f"{p}: config file not found")
+        try:
+            loaded = yaml.safe_load(p.read_text()) or {}
+        except yaml.YAMLError as e:
+            raise ConfigError(f"{p}: not valid YAML: {e}") from None
+        if not isinstance(loaded, dict):
+            raise ConfigError(f"{p}: top level must be a mapping, got {type(loaded).__name__}")
+        data = loaded
+    for a in overrides or []:
+        _apply_override(data, a)
+    if overrides:
+        source += " (with --set " + ", ".join(overrides) + ")"
+    return validate_config(data, source)

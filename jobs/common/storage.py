@@ -1,0 +1,506 @@
+"""Delta tables with two backends behind one interface (DESIGN §5).
+
+* ``NativeDelta``: the session has Delta's SQL extension (Databricks, EMR with delta-spark).
+* ``BridgeDelta``: any other Spark. delta-rs reads the snapshot and hands its file list to
+  Spark's Parquet reader; Spark writes Parquet into a fresh folder inside the table, and one
+  atomic delta-rs commit adds exactly those files, with their statistics.
+
+``TableStore`` maps table names to ``<storage.root>/<name>`` and picks the backend.
+"""
+from __future__ import annotations
+
+import json
+import logging
+import os
+import time
+import uuid
+from dataclasses import dataclass
+from typing import Optional, Sequence
+from urllib.parse import urlparse
+
+import pyarrow as pa
+import pyarrow.parquet as pq
+from pyspark.sql import DataFrame, SparkSession
+
+from jobs.common.config import StorageConfig
+from jobs.common.spark import has_delta_extension
+
+log = logging.getLogger(__name__)
+
+# Reader features whose meaning a plain Parquet scan would silently get wrong.
+UNSUPPORTED_READER_FEATURES = {"deletionVectors", "columnMapping", "typeWidening", "variantType", "v2Checkpoint"}
+
+
+class StorageError(RuntimeError):
+    pass
+
+
+class UnsupportedTableError(StorageError):
+    pass
+
+
+class SchemaMismatchError(StorageError):
+    pass
+
+
+class ConcurrentWriteError(StorageError):
+    pass
+
+
+# --------------------------------------------------------------------------- paths
+
+
+def delta_uri(path: str) -> str:
+    """The URI delta-rs understands (s3a:// -> s3://, local paths made absolute)."""
+    if path.startswith("s3a://") or path.startswith("s3n://"):
+        return "s3://" + path.split("://", 1)[1]
+    if path.startswith("dbfs:/"):
+        raise StorageError(f"{path}: dbfs paths need the native Delta backend (run on Databricks)")
+    if "://" in path:
+        if path.startswith("file://"):
+            return os.path.abspath(urlparse(path).path)
+        return path
+    return os.path.abspath(os.path.expanduser(path))
+
+
+def spark_uri(path: str, s3_scheme: str = "s3a") -> str:
+    if path.startswith("s3://") and s3_scheme != "s3":
+        return f"{s3_scheme}://" + path[len("s3://"):]
+    return path
+
+
+def _is_local(uri: str) -> bool:
+    return "://" not in uri or uri.startswith("file://")
+
+
+# --------------------------------------------------------------------------- backends
+
+
+class DeltaBackend:
+    name = "base"
+
+    def __init__(self, spark: SparkSession, cfg: StorageConfig):
+        self.spark = spark
+        self.cfg = cfg
+
+    def exists(self, path: str) -> bool: ...
+    def version(self, path: str) -> Optional[int]: ...
+    def read(self, path: str, version: Optional[int] = None) -> DataFrame: ...
+    def append(self, path: str, df: DataFrame) -> int: ...
+    def overwrite(self, path: str, df: DataFrame) -> int: ...
+    def append_new(self, path: str, df: DataFrame, keys: Sequence[str]) -> int: ...
+
+
+def _check_schema(path: str, table_schema: "pa.Schema | list[tuple[str, str]]", new: list[tuple[str, str]]) -> None:
+    old = dict(table_schema)
+    new_d = dict(new)
+    missing = [c for c in old if c not in new_d]
+    extra = [c for c in new_d if c not in old]
+    changed = [f"{c}: {old[c]} -> {new_d[c]}" for c in old if c in new_d and old[c] != new_d[c]]
+    if missing or extra or changed:
+        parts = []
+        if missing:
+            parts.append(f"missing columns {missing}")
+        if extra:
+            parts.append(f"new columns {extra}")
+        if changed:
+            parts.append(f"changed types {changed}")
+        raise SchemaMismatchError(
+            f"{path}: the data does not match the table's schema ({'; '.join(parts)}); "
+            "write to a new table or overwrite it"
+        )
+
+
+def _spark_fields(df: DataFrame) -> list[tuple[str, str]]:
+    return [(f.name, f.dataType.simpleString()) for f in df.schema.fields]
+
+
+class NativeDelta(DeltaBackend):
+    name = "native"
+
+    def _dt(self, path: str):
+        from delta.tables import DeltaTable
+
+        return DeltaTable.forPath(self.spark, path)
+
+    def exists(self, path: str) -> bool:
+        from delta.tables import DeltaTable
+
+        return DeltaTable.isDeltaTable(self.spark, path)
+
+    def version(self, path: str) -> Optional[int]:
+        if not self.exists(path):
+            return None
+        return int(self._dt(path).history(1).collect()[0]["version"])
+
+    def read(self, path: str, version: Optional[int] = None) -> DataFrame:
+        r = self.spark.read.format("delta")
+        if version is not None:
+            r = r.option("versionAsOf", version)
+        return r.load(path)
+
+    def _write(self, path: str, df: DataFrame, mode: str) -> int:
+        if mode == "append" and self.exists(path):
+            _check_schema(path, _spark_fields(self.read(path)), _spark_fields(df))
+        df.write.format("delta").mode(mode).save(path)
+        return -1
+
+    def append(self, path: str, df: DataFrame) -> int:
+        return self._write(path, df, "append")
+
+    def overwrite(self, path: str, df: DataFrame) -> int:
+        df.write.format("delta").mode("overwrite").option("overwriteSchema", "true").save(path)
+        return -1
+
+    def append_new(self, path: str, df: DataFrame, keys: Sequence[str]) -> int:
+        if not self.exists(path):
+            df = df.dropDuplicates(list(keys))
+            self.overwrite(path, df)
+            return -1
+        _check_schema(path, _spark_fields(self.read(path)), _spark_fields(df))
+        cond = " AND ".join(f"t.`{k}` <=> s.`{k}`" for k in keys)
+        # MERGE is Delta's own conflict-checked keyed insert: a concurrent writer's rows are seen.
+        (
+            self._dt(path).alias("t").merge(df.dropDuplicates(list(keys)).alias("s"), cond)
+            .whenNotMatchedInsertAll().execute()
+        )
+        return -1
+
+
+@dataclass
+class _Staged:
+    folder: str  # relative to the table root
+    files: list  # AddAction
+    schema: pa.Schema
+    rows: int
+
+
+class BridgeDelta(DeltaBackend):
+    """Spark writes Parquet, delta-rs commits. See module docstring."""
+
+    name = "bridge"
+
+    def _options(self) -> dict:
+        return dict(self.cfg.storage_options)
+
+    def _table(self, path: str, version: Optional[int] = None):
+        from deltalake import DeltaTable
+
+        dt = DeltaTable(delta_uri(path), storage_options=self._options() or None, version=version)
+        return dt
+
+    def exists(self, path: str) -> bool:
+        from deltalake import DeltaTable
+
+        return DeltaTable.is_deltatable(delta_uri(path), storage_options=self._options() or None)
+
+    def version(self, path: str) -> Optional[int]:
+        return self._table(path).version() if self.exists(path) else None
+
+    def _refuse_unsupported(self, path: str, dt) -> None:
+        proto = dt.protocol()
+        feats = set(proto.reader_features or [])
+        bad = sorted(feats & UNSUPPORTED_READER_FEATURES)
+        mode = (dt.metadata().configuration or {}).get("delta.columnMapping.mode", "none")
+        if mode not in (None, "none") and "columnMapping" not in bad:
+            bad.append("columnMapping")
+        if proto.min_reader_version > 3:
+            bad.append(f"minReaderVersion={proto.min_reader_version}")
+        if bad:
+            raise UnsupportedTableError(
+                f"{path}: the Delta bridge cannot read this table: reader feature(s) {', '.join(bad)} "
+                "are not honored by a plain Parquet scan; read it on a Spark with Delta's jars (native backend)"
+            )
+
+    def read(self, path: str, version: Optional[int] = None) -> DataFrame:
+        if not self.exists(path):
+            raise StorageError(f"{path}: not a Delta table (no _delta_log)")
+        dt = self._table(path, version)
+        self._refuse_unsupported(path, dt)
+        arrow_schema = pa.schema(dt.schema().to_arrow())
+        from pyspark.sql.pandas.types import from_arrow_schema
+
+        spark_schema = from_arrow_schema(arrow_schema)
+        uris = [spark_uri(u, self.cfg.spark_s3_scheme) for u in dt.file_uris()]
+        if not uris:
+            return self.spark.createDataFrame([], spark_schema)
+        partition_cols = dt.metadata().partition_columns
+        reader = self.spark.read.schema(spark_schema)
+        if partition_cols:
+            # Hive-style folders carry the partition values; basePath lets Spark put them back.
+            reader = reader.option("basePath", spark_uri(dt.table_uri, self.cfg.spark_s3_scheme))
+        return reader.parquet(*uris).select(*[f"`{n}`" for n in arrow_schema.names])
+
+    # ---- writing
+
+    def _stage(self, path: str, df: DataFrame) -> _Staged:
+        table_uri = delta_uri(path)
+        folder = f"part-{uuid.uuid4().hex}"
+        target = spark_uri(table_uri.rstrip("/") + "/" + folder, self.cfg.spark_s3_scheme)
+        df.write.mode("errorifexists").parquet(target)
+        fs, base = _filesystem(table_uri, self._options())
+        infos = fs.get_file_info(_selector(base + "/" + folder))
+        actions = []
+        schema = None
+        rows = 0
+        for info in sorted(infos, key=lambda i: i.path):
+            fname = info.path.rsplit("/", 1)[-1]
+            if info.type.name != "File":
+                continue
+            if not fname.endswith(".parquet") or fname.startswith((".", "_")):
+                fs.delete_file(info.path)  # _SUCCESS, .crc: not part of the table
+                continue
+            meta = pq.ParquetFile(fs.open_input_file(info.path)).metadata
+            schema = schema or meta.schema.to_arrow_schema()
+            rows += meta.num_rows
+            actions.append(_add_action(f"{folder}/{fname}", info.size, meta, schema))
+        if schema is None:
+            from pyspark.sql.pandas.types import to_arrow_schema
+
+            schema = to_arrow_schema(df.schema)
+        schema = _strip_metadata(schema)
+        return _Staged(folder, actions, schema, rows)
+
+    def _discard(self, path: str, staged: _Staged) -> None:
+        fs, base = _filesystem(delta_uri(path), self._options())
+        try:
+            fs.delete_dir(base + "/" + staged.folder)
+        except OSError:
+            log.warning("could not remove uncommitted files in %s/%s", path, staged.folder)
+
+    def _commit(self, path: str, staged: _Staged, mode: str, read_version: Optional[int]) -> None:
+        from deltalake import DeltaTable
+        from deltalake.transaction import create_table_with_add_actions
+
+        uri = delta_uri(path)
+        if read_version is None and not self.exists(path):
+            from deltalake import Schema as DeltaSchema
+
+            create_table_with_add_actions(
+                uri, DeltaSchema.from_arrow(staged.schema), staged.files, mode="error", storage_options=self._options() or None
+            )
+            return
+        dt = DeltaTable(uri, storage_options=self._options() or None)
+        if mode == "append":
+            _check_schema(path, _arrow_fields(pa.schema(dt.schema().to_arrow())), _arrow_fields(staged.schema))
+        actions = list(staged.files)
+        dt.create_write_transaction(actions, mode=mode, schema=staged.schema)
+
+    def _write(self, path: str, df: DataFrame, mode: str, keys: Optional[Sequence[str]] = None) -> int:
+        from deltalake.exceptions import CommitFailedError, DeltaError
+
+        for attempt in range(self.cfg.commit_retries + 1):
+            read_version = self.version(path)
+            data = df
+            if keys is not None:
+                data = _anti_join_existing(self, path, df, keys, read_version)
+            if mode == "append" and read_version is not None:
+                current = _arrow_fields(pa.schema(self._table(path).schema().to_arrow()))
+                _check_schema(path, current, _arrow_spark_fields(data))
+            staged = self._stage(path, data)
+            if staged.rows == 0 and read_version is not None and mode == "append":
+                self._discard(path, staged)  # nothing new: leave the table's version as it is
+                return 0
+            try:
+                if keys is not None and read_version is not None:
+                    # Another writer may have added some of our keys since we anti-joined.
+                    now = self.version(path)
+                    if now != read_version and _keys_overlap(self, path, staged, keys, read_version, now):
+                        raise _Retry(f"version moved {read_version} -> {now} with overlapping keys")
+                self._commit(path, staged, mode, read_version)
+                return staged.rows
+            except (_Retry, CommitFailedError) as e:
+                self._discard(path, staged)
+                log.warning("%s: concurrent commit (%s); retry %d", path, e, attempt + 1)
+                time.sleep(min(0.2 * 2**attempt, 5))
+            except DeltaError as e:
+                self._discard(path, staged)
+                if "already exists" in str(e).lower() and read_version is None:
+                    continue  # someone created the table between our check and our commit
+                raise
+            except BaseException:
+                self._discard(path, staged)
+                raise
+        raise ConcurrentWriteError(f"{path}: gave up after {self.cfg.commit_retries + 1} conflicting commits")
+
+    def append(self, path: str, df: DataFrame) -> int:
+        return self._write(path, df, "append")
+
+    def overwrite(self, path: str, df: DataFrame) -> int:
+        return self._write(path, df, "overwrite")
+
+    def append_new(self, path: str, df: DataFrame, keys: Sequence[str]) -> int:
+        return self._write(path, df, "append", keys=keys)
+
+
+class _Retry(Exception):
+    pass
+
+
+def _anti_join_existing(backend: BridgeDelta, path: str, df: DataFrame, keys: Sequence[str], version) -> DataFrame:
+    df = df.dropDuplicates(list(keys))
+    if version is None:
+        return df
+    existing = backend.read(path, version).select(*keys)
+    return df.join(existing, on=list(keys), how="left_anti")
+
+
+def _keys_overlap(backend: BridgeDelta, path: str, staged: _Staged, keys, v_from: int, v_to: int) -> bool:
+    dt_new = backend._table(path, v_to)
+    dt_old = backend._table(path, v_from)
+    added = sorted(set(dt_new.file_uris()) - set(dt_old.file_uris()))
+    if not added:
+        return False
+    spark = backend.spark
+    theirs = spark.read.parquet(*[spark_uri(u, backend.cfg.spark_s3_scheme) for u in added]).select(*keys)
+    base = delta_uri(path).rstrip("/")
+    ours = spark.read.parquet(*[spark_uri(f"{base}/{a.path}", backend.cfg.spark_s3_scheme) for a in staged.files]) \
+        if staged.files else None
+    if ours is None:
+        return False
+    return ours.select(*keys).join(theirs, on=list(keys), how="left_semi").limit(1).count() > 0
+
+
+def _arrow_fields(schema: pa.Schema) -> list[tuple[str, str]]:
+    from pyspark.sql.pandas.types import from_arrow_type
+
+    return [(f.name, from_arrow_type(f.type).simpleString()) for f in schema]
+
+
+def _arrow_spark_fields(df: DataFrame) -> list[tuple[str, str]]:
+    return _spark_fields(df)
+
+
+def _strip_metadata(schema: pa.Schema) -> pa.Schema:
+    return pa.schema([pa.field(f.name, f.type, f.nullable) for f in schema])
+
+
+def _filesystem(uri: str, options: dict):
+    import pyarrow.fs as pafs
+
+    if _is_local(uri):
+        return pafs.LocalFileSystem(), uri.rstrip("/")
+    fs, base = pafs.FileSystem.from_uri(uri)
+    return fs, base.rstrip("/")
+
+
+def _selector(base: str):
+    import pyarrow.fs as pafs
+
+    return pafs.FileSelector(base, recursive=False, allow_not_found=False)
+
+
+def _stat_value(v):
+    if isinstance(v, bytes):
+        try:
+            return v.decode("utf-8")
+        except UnicodeDecodeError:
+            return None
+    if hasattr(v, "isoformat"):
+        s = v.isoformat()
+        return s if "+" in s or s.endswith("Z") else s + "Z"
+    if isinstance(v, float) and v != v:
+        return None
+    return v
+
+
+def _add_action(rel_path: str, size: int, meta: "pq.FileMetaData", schema: pa.Schema):
+    """An add action with Delta statistics taken from the Parquet footer (top-level primitive columns)."""
+    from deltalake.transaction import AddAction
+
+    mins, maxs, nulls = {}, {}, {}
+    top = {f.name: f for f in schema}
+    for ci in range(meta.num_columns):
+        col = meta.schema.column(ci)
+        name = col.path
+        if "." in name or name not in top:
+            continue  # nested: Delta stats on nested leaves are optional; skip them
+        lo = hi = None
+        nc = 0
+        ok = True
+        for rg in range(meta.num_row_groups):
+            st = meta.row_group(rg).column(ci).statistics
+            if st is None:
+                ok = False
+                break
+            nc += st.null_count or 0
+            if st.has_min_max:
+                lo = st.min if lo is None else min(lo, st.min)
+                hi = st.max if hi is None else max(hi, st.max)
+        if not ok:
+            continue
+        nulls[name] = nc
+        if lo is None:
+            continue
+        lo, hi = _stat_value(lo), _stat_value(hi)
+        if isinstance(lo, str) and (len(lo) > 32 or len(hi or "") > 32):
+            continue  # a cut max would not be an upper bound: leave long strings without min/max
+        if lo is not None and hi is not None:
+            mins[name], maxs[name] = lo, hi
+    stats = {"numRecords": meta.num_rows, "minValues": mins, "maxValues": maxs, "nullCount": nulls}
+    return AddAction(
+        path=rel_path,
+        size=size,
+        partition_values={},
+        modification_time=int(time.time() * 1000),
+        data_change=True,
+        stats=json.dumps(stats, default=str),
+    )
+
+
+# --------------------------------------------------------------------------- the store
+
+
+class TableStore:
+    """Named tables under one root, on the backend the session supports."""
+
+    def __init__(self, spark: SparkSession, cfg: StorageConfig):
+        self.spark = spark
+        self.cfg = cfg
+        self.backend: DeltaBackend = make_backend(spark, cfg)
+
+    def path(self, name_or_path: str) -> str:
+        if "/" in name_or_path or "\\" in name_or_path:
+            return name_or_path
+        return f"{self.cfg.root.rstrip('/')}/{name_or_path}"
+
+    def exists(self, name: str) -> bool:
+        return self.backend.exists(self.path(name))
+
+    def version(self, name: str) -> Optional[int]:
+        return self.backend.version(self.path(name))
+
+    def read(self, name: str, version: Optional[int] = None) -> DataFrame:
+        return self.backend.read(self.path(name), version)
+
+    def read_or_empty(self, name: str, schema) -> DataFrame:
+        return self.read(name) if self.exists(name) else self.spark.createDataFrame([], schema)
+
+    def append(self, name: str, df: DataFrame) -> int:
+        return self.backend.append(self.path(name), df)
+
+    def overwrite(self, name: str, df: DataFrame) -> int:
+        return self.backend.overwrite(self.path(name), df)
+
+    def append_new(self, name: str, df: DataFrame, keys: Sequence[str]) -> int:
+        """Append the rows whose keys are not in the table yet (idempotent under retries)."""
+        return self.backend.append_new(self.path(name), df, keys)
+
+    def keys_present(self, name: str, keys: Sequence[str]) -> Optional[DataFrame]:
+        return self.read(name).select(*keys).distinct() if self.exists(name) else None
+
+
+def make_backend(spark: SparkSession, cfg: StorageConfig) -> DeltaBackend:
+    choice = cfg.backend
+    if choice == "auto":
+        choice = "native" if has_delta_extension(spark) else "bridge"
+    if choice == "native":
+        if not has_delta_extension(spark):
+            raise StorageError(
+                "storage.backend=native but the Spark session lacks io.delta.sql.DeltaSparkSessionExtension"
+            )
+        return NativeDelta(spark, cfg)
+    if cfg.root.startswith("dbfs:/"):
+        raise StorageError("storage.root on dbfs:/ needs the native Delta backend (Databricks)")
+    return BridgeDelta(spark, cfg)
+
