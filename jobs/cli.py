@@ -1,0 +1,61 @@
+"""The ``nr`` command.
+
+    nr run --config conf/local.yaml [--stages a,b] [--set key=value ...]
+    nr stage NAME --config conf/local.yaml [--set ...]
+    nr dedup --input PATH --input-format jsonl|parquet|delta --id-col ID --text-col TEXT --output DIR
+    nr decontaminate --input PATH ... --output DIR
+    nr fetch-model [--cache-dir DIR]
+    nr stages
+"""
+from __future__ import annotations
+
+import importlib
+import sys
+from typing import Optional
+
+USAGE = __doc__
+
+# Sub-commands implemented elsewhere: name -> "module:function(argv) -> int".
+COMMANDS = {
+    "run": "jobs.pipeline:main",
+    "dedup": "jobs.dedup:cli_main",
+    "decontaminate": "jobs.decontaminate:cli_main",
+    "fetch-model": "udfs.llm.models:main",
+}
+
+
+def _call(target: str, argv: list[str]) -> int:
+    module, func = target.split(":")
+    return int(getattr(importlib.import_module(module), func)(argv) or 0)
+
+
+def main(argv: Optional[list[str]] = None) -> int:
+    argv = list(sys.argv[1:] if argv is None else argv)
+    if not argv or argv[0] in ("-h", "--help", "help"):
+        print(USAGE)
+        return 0 if argv else 2
+    cmd, rest = argv[0], argv[1:]
+    if cmd == "stage":
+        from jobs.common.runner import STAGE_MODULES
+        from jobs.pipeline import stage_main
+
+        if not rest or rest[0].startswith("-"):
+            print(f"usage: nr stage NAME [--config FILE] [--set k=v]; stages: {', '.join(STAGE_MODULES)}", file=sys.stderr)
+            return 2
+        if rest[0] not in STAGE_MODULES:
+            print(f"error: unknown stage {rest[0]!r}; stages: {', '.join(STAGE_MODULES)}", file=sys.stderr)
+            return 2
+        return stage_main(rest[0], rest[1:])
+    if cmd == "stages":
+        from jobs.common.runner import STAGE_MODULES
+
+        print("\n".join(STAGE_MODULES))
+        return 0
+    if cmd not in COMMANDS:
+        print(f"error: unknown command {cmd!r}\n{USAGE}", file=sys.stderr)
+        return 2
+    return _call(COMMANDS[cmd], rest)
+
+
+if __name__ == "__main__":
+    sys.exit(main())

