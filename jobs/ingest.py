@@ -68,7 +68,7 @@ def classify_text(df: DataFrame, cfg: IngestConfig) -> DataFrame:
     n = F.length(F.col("text"))
     status = (
         F.when(F.col("text").isNull(), "null_text")
-        .when(F.length(F.trim(F.col("text"))) == 0, "empty_text")
+        .when(F.col("text").rlike(r"^\s*$"), "empty_text")  # trim() strips only spaces, not newlines
         .when(n < cfg.min_chars, "too_short")
         .when(n > cfg.max_chars, "too_long")
         .otherwise("ok")

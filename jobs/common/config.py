@@ -55,6 +55,7 @@ class StorageConfig(_Model):
     @field_validator("root")
     @classmethod
     def _root_not_empty(cls, v: str) -> str:
+        v = os.path.expandvars(_expand_env_defaults(v))
         if not v.strip():
             raise ValueError("storage.root must not be empty")
         return v.rstrip("/") if len(v) > 1 else v
@@ -169,6 +170,11 @@ class ModelConfig(_Model):
     max_retries: int = Field(5, ge=0)
     request_timeout_s: float = Field(120.0, gt=0)
     engine_kwargs: dict[str, Any] = Field(default_factory=dict)
+
+    @field_validator("model", "base_url")
+    @classmethod
+    def _expand_env(cls, v: Optional[str]) -> Optional[str]:
+        return None if v is None else os.path.expandvars(_expand_env_defaults(v))
 
     @property
     def name(self) -> str:

@@ -66,8 +66,7 @@ class StageContext:
     metrics: dict = field(default_factory=dict)
 
     def count(self, key: str, n: int = 1) -> None:
-        if n:
-            self.counts[key] += int(n)
+        self.counts[key] += int(n)
 
     def count_by(self, df: DataFrame, col: str, prefix: str, skip: Sequence[str] = ("ok",)) -> dict:
         """Add ``prefix + value`` counts for every value of ``col`` in ``df`` except ``skip``."""

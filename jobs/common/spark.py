@@ -60,7 +60,6 @@ def _build_local(cfg: SparkConfig) -> SparkSession:
         .config("spark.sql.warehouse.dir", os.path.join(scratch, "nr-spark-warehouse"))
         .config("spark.driver.extraJavaOptions", f"-Dderby.system.home={scratch}")
         .config("spark.hadoop.mapreduce.fileoutputcommitter.marksuccessfuljobs", "false")
-        .config("spark.hadoop.parquet.enable.summary-metadata", "false")
     )
     for k, v in cfg.conf.items():
         b = b.config(k, v)

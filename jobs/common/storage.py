@@ -27,8 +27,11 @@ from jobs.common.spark import has_delta_extension
 
 log = logging.getLogger(__name__)
 
-# Reader features whose meaning a plain Parquet scan would silently get wrong.
-UNSUPPORTED_READER_FEATURES = {"deletionVectors", "columnMapping", "typeWidening", "variantType", "v2Checkpoint"}
+# Reader features whose meaning a plain Parquet scan of the file list would get wrong.
+# deletionVectors is refused only when a file actually carries one (Databricks enables the
+# feature on new tables; a table without deleted rows reads correctly). The file list comes
+# from delta-rs, so checkpoint formats (v2Checkpoint) need nothing from us.
+UNSUPPORTED_READER_FEATURES = {"columnMapping", "typeWidening", "typeWidening-preview"}
 
 
 class StorageError(RuntimeError):
@@ -206,6 +209,8 @@ class BridgeDelta(DeltaBackend):
             bad.append("columnMapping")
         if proto.min_reader_version > 3:
             bad.append(f"minReaderVersion={proto.min_reader_version}")
+        if "deletionVectors" in feats and _has_deletion_vectors(dt):
+            bad.append("deletionVectors (files with deleted rows)")
         if bad:
             raise UnsupportedTableError(
                 f"{path}: the Delta bridge cannot read this table: reader feature(s) {', '.join(bad)} "
@@ -268,60 +273,66 @@ class BridgeDelta(DeltaBackend):
         except OSError:
             log.warning("could not remove uncommitted files in %s/%s", path, staged.folder)
 
-    def _commit(self, path: str, staged: _Staged, mode: str, read_version: Optional[int]) -> None:
+    def _commit(self, path: str, staged: _Staged, mode: str, expected_version: Optional[int]) -> None:
+        """Commit ``staged`` as version ``expected_version + 1`` and nothing else.
+
+        delta-rs would rebase a blind append onto a newer version by itself; with no
+        automatic retries the log write is a compare-and-swap, and our loop decides.
+        """
         from deltalake import DeltaTable
-        from deltalake.transaction import create_table_with_add_actions
+        from deltalake import Schema as DeltaSchema
+        from deltalake.transaction import CommitProperties, create_table_with_add_actions
 
         uri = delta_uri(path)
-        if read_version is None and not self.exists(path):
-            from deltalake import Schema as DeltaSchema
-
-            create_table_with_add_actions(
-                uri, DeltaSchema.from_arrow(staged.schema), staged.files, mode="error", storage_options=self._options() or None
-            )
+        opts = self._options() or None
+        if expected_version is None:
+            create_table_with_add_actions(uri, DeltaSchema.from_arrow(staged.schema), staged.files, mode="error",
+                                          storage_options=opts)
             return
-        dt = DeltaTable(uri, storage_options=self._options() or None)
+        dt = DeltaTable(uri, storage_options=opts, version=expected_version)
         if mode == "append":
             _check_schema(path, _arrow_fields(pa.schema(dt.schema().to_arrow())), _arrow_fields(staged.schema))
-        actions = list(staged.files)
-        dt.create_write_transaction(actions, mode=mode, schema=staged.schema)
+        dt.create_write_transaction(list(staged.files), mode=mode, schema=staged.schema,
+                                    commit_properties=CommitProperties(max_commit_retries=0))
 
     def _write(self, path: str, df: DataFrame, mode: str, keys: Optional[Sequence[str]] = None) -> int:
         from deltalake.exceptions import CommitFailedError, DeltaError
 
-        for attempt in range(self.cfg.commit_retries + 1):
+        retries = self.cfg.commit_retries
+        staged: Optional[_Staged] = None
+        for attempt in range(retries + 1):
             read_version = self.version(path)
-            data = df
-            if keys is not None:
-                data = _anti_join_existing(self, path, df, keys, read_version)
-            if mode == "append" and read_version is not None:
-                current = _arrow_fields(pa.schema(self._table(path).schema().to_arrow()))
-                _check_schema(path, current, _arrow_spark_fields(data))
-            staged = self._stage(path, data)
-            if staged.rows == 0 and read_version is not None and mode == "append":
-                self._discard(path, staged)  # nothing new: leave the table's version as it is
-                return 0
+            if staged is None or keys is not None:
+                # Keyed writes re-stage on every attempt: the anti-join must see the newest snapshot.
+                data = _anti_join_existing(self, path, df, keys, read_version) if keys is not None else df
+                if mode == "append" and read_version is not None:
+                    current = _arrow_fields(pa.schema(self._table(path).schema().to_arrow()))
+                    _check_schema(path, current, _spark_fields(data))
+                staged = self._stage(path, data)
+                if staged.rows == 0 and read_version is not None and mode == "append":
+                    self._discard(path, staged)  # nothing new: leave the table's version as it is
+                    return 0
             try:
-                if keys is not None and read_version is not None:
-                    # Another writer may have added some of our keys since we anti-joined.
-                    now = self.version(path)
-                    if now != read_version and _keys_overlap(self, path, staged, keys, read_version, now):
-                        raise _Retry(f"version moved {read_version} -> {now} with overlapping keys")
                 self._commit(path, staged, mode, read_version)
                 return staged.rows
-            except (_Retry, CommitFailedError) as e:
-                self._discard(path, staged)
-                log.warning("%s: concurrent commit (%s); retry %d", path, e, attempt + 1)
-                time.sleep(min(0.2 * 2**attempt, 5))
+            except CommitFailedError as e:
+                reason = str(e)
             except DeltaError as e:
-                self._discard(path, staged)
-                if "already exists" in str(e).lower() and read_version is None:
-                    continue  # someone created the table between our check and our commit
-                raise
+                if read_version is None and "exist" in str(e).lower():
+                    reason = "table created concurrently"
+                else:
+                    self._discard(path, staged)
+                    raise
             except BaseException:
                 self._discard(path, staged)
                 raise
-        raise ConcurrentWriteError(f"{path}: gave up after {self.cfg.commit_retries + 1} conflicting commits")
+            log.warning("%s: another writer committed first (%s); retry %d/%d", path, reason, attempt + 1, retries)
+            if keys is not None:
+                self._discard(path, staged)
+            time.sleep(min(0.1 * 2**attempt, 5))
+        if staged is not None:
+            self._discard(path, staged)
+        raise ConcurrentWriteError(f"{path}: gave up after {retries + 1} conflicting commits")
 
     def append(self, path: str, df: DataFrame) -> int:
         return self._write(path, df, "append")
@@ -333,8 +344,11 @@ class BridgeDelta(DeltaBackend):
         return self._write(path, df, "append", keys=keys)
 
 
-class _Retry(Exception):
-    pass
+def _has_deletion_vectors(dt) -> bool:
+    for batch in dt.deletion_vectors():
+        if batch.num_rows:
+            return True
+    return False
 
 
 def _anti_join_existing(backend: BridgeDelta, path: str, df: DataFrame, keys: Sequence[str], version) -> DataFrame:
@@ -345,30 +359,10 @@ def _anti_join_existing(backend: BridgeDelta, path: str, df: DataFrame, keys: Se
     return df.join(existing, on=list(keys), how="left_anti")
 
 
-def _keys_overlap(backend: BridgeDelta, path: str, staged: _Staged, keys, v_from: int, v_to: int) -> bool:
-    dt_new = backend._table(path, v_to)
-    dt_old = backend._table(path, v_from)
-    added = sorted(set(dt_new.file_uris()) - set(dt_old.file_uris()))
-    if not added:
-        return False
-    spark = backend.spark
-    theirs = spark.read.parquet(*[spark_uri(u, backend.cfg.spark_s3_scheme) for u in added]).select(*keys)
-    base = delta_uri(path).rstrip("/")
-    ours = spark.read.parquet(*[spark_uri(f"{base}/{a.path}", backend.cfg.spark_s3_scheme) for a in staged.files]) \
-        if staged.files else None
-    if ours is None:
-        return False
-    return ours.select(*keys).join(theirs, on=list(keys), how="left_semi").limit(1).count() > 0
-
-
 def _arrow_fields(schema: pa.Schema) -> list[tuple[str, str]]:
     from pyspark.sql.pandas.types import from_arrow_type
 
     return [(f.name, from_arrow_type(f.type).simpleString()) for f in schema]
-
-
-def _arrow_spark_fields(df: DataFrame) -> list[tuple[str, str]]:
-    return _spark_fields(df)
 
 
 def _strip_metadata(schema: pa.Schema) -> pa.Schema:
