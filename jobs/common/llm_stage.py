@@ -1,0 +1,97 @@
+"""What every LLM stage shares: prompt -> generate -> parse -> one status per row.
+
+A row's ``status`` is ``ok`` or exactly one reason: ``llm_error`` (the engine failed this
+row), ``too_long`` (the prompt did not fit the context), or the parser's reason
+(``no_json``, ``truncated``, ``missing_field``, ...). The raw output always stays.
+"""
+from __future__ import annotations
+
+from typing import Optional, Sequence
+
+from pyspark.sql import Column, DataFrame
+from pyspark.sql import functions as F
+
+from jobs.common.config import ModelConfig, PipelineConfig, SamplingConfig
+from jobs.common.runner import StageContext
+from udfs.keys import SEP
+
+GEN_META = ["model", "prompt_name", "prompt_hash", "prompt_tokens", "completion_tokens", "finish_reason", "error"]
+
+
+def model_config(cfg: PipelineConfig, name: str) -> ModelConfig:
+    return cfg.llm.models[name]
+
+
+def generate_rows(
+    ctx: StageContext,
+    df: DataFrame,
+    *,
+    prompt: str,
+    model_name: str,
+    sampling: SamplingConfig,
+    key_cols: Sequence[str],
+) -> DataFrame:
+    """Render ``prompt`` from ``df``'s columns and generate; returns keys + sample_idx + generation columns."""
+    from jobs.common import llm
+
+    with_msgs = llm.with_prompt(df, prompt)
+    return llm.generate(
+        with_msgs,
+        key_cols=list(key_cols),
+        model=model_config(ctx.cfg, model_name),
+        sampling=sampling,
+        cache_dir=ctx.cfg.llm.cache_dir,
+    )
+
+
+def row_status(parsed_status: Optional[Column] = None) -> Column:
+    base = (
+        F.when(F.col("error").isNotNull(), F.lit("llm_error"))
+        .when(F.col("finish_reason") == "too_long", F.lit("too_long"))
+    )
+    if parsed_status is None:
+        return (
+            base.when(F.coalesce(F.length(F.trim(F.col("text"))), F.lit(0)) == 0, F.lit("empty"))
+            .when(F.col("finish_reason") == "length", F.lit("truncated"))
+            .otherwise(F.lit("ok"))
+        )
+    return base.otherwise(parsed_status)
+
+
+def parsed(gen: DataFrame, parser: str) -> DataFrame:
+    """Add a ``p`` struct column with the parser's fields."""
+    from udfs.parse_udf import parse_udf
+
+    return gen.withColumn("p", parse_udf(parser)(F.col("text")))
+
+
+def content_key_col(*cols: Column) -> Column:
+    """Spark twin of ``udfs.keys.content_key``."""
+    parts = []
+    for i, c in enumerate(cols):
+        if i:
+            parts.append(F.lit(SEP))
+        parts.append(F.coalesce(c.cast("string"), F.lit("")))
+    return F.substring(F.sha2(F.concat(*parts), 256), 1, 32)
+
+
+def removed_question_ids(ctx: StageContext) -> Optional[DataFrame]:
+    """question_ids removed as near-duplicates or as contaminated, when those stages ran."""
+    parts = []
+    if ctx.cfg.question_dedup.enabled and ctx.store.exists("dedup_questions_clusters"):
+        parts.append(ctx.store.read("dedup_questions_clusters").where(~F.col("keep")).select(F.col("id").alias("question_id")))
+    if ctx.cfg.decontaminate.enabled and ctx.store.exists("contamination"):
+        parts.append(ctx.store.read("contamination").select(F.col("item_id").alias("question_id")))
+    if not parts:
+        return None
+    out = parts[0]
+    for p in parts[1:]:
+        out = out.unionByName(p)
+    return out.distinct()
+
+
+def usable_questions(ctx: StageContext) -> DataFrame:
+    """Questions that parsed, minus near-duplicates and contaminated ones."""
+    qs = ctx.store.read("questions").where(F.col("status") == "ok")
+    removed = removed_question_ids(ctx)
+    return qs if removed is None else qs.join(removed, "question_id", "left_anti")

@@ -1,0 +1,89 @@
+"""A deterministic stand-in model for the pipeline's prompts (tests and dry runs only).
+
+``respond`` recognises each pipeline prompt by a phrase it contains and answers the way a
+model would, from the content it was given, so that every stage, every parser path and the
+near-duplicate and contamination stages see realistic, reproducible data:
+
+* annotate: scores from how much worked reasoning the document shows; about one output in
+  seventeen is cut off mid-JSON (a ``length`` finish) to exercise the parse-failure path.
+* synthesize: a question built from the document's opening words (so near-duplicate pages
+  give near-duplicate questions, and a page quoting a benchmark gives a contaminated
+  question); every eleventh document gets prose instead of JSON.
+* respond / judges: answers, scores and Yes/No first-token logprobs derived from a hash.
+
+Use with ``engine: scripted`` and ``engine_kwargs: {script: "udfs.llm.scripted_pipeline:respond"}``.
+"""
+from __future__ import annotations
+
+import hashlib
+import json
+import re
+
+_MARKERS = re.compile(
+    r"\b(therefore|because|thus|hence|so that|which means|implies|we get|it follows|substitut\w*|solv\w*|"
+    r"step|since|consider|suppose|assume|compute|derive|prove)\b|=",
+    re.I,
+)
+_QUOTED = re.compile(r'"""\n?(.*?)\n?"""', re.S)
+
+
+def _h(text: str) -> int:
+    return int(hashlib.sha256(text.encode("utf-8")).hexdigest()[:8], 16)
+
+
+def _quoted(prompt: str, index: int = 0) -> str:
+    blocks = _QUOTED.findall(prompt)
+    return blocks[index].strip() if len(blocks) > index else ""
+
+
+def annotate(doc: str) -> dict:
+    words = doc.split()
+    n = len(words)
+    markers = len(_MARKERS.findall(doc))
+    h = _h(doc)
+    scores = {
+        "completeness": 4 if n >= 150 and markers >= 3 else (2 if n >= 60 else 0),
+        "complexity": 4 if n >= 200 and markers >= 6 else (2 if markers >= 2 else 0),
+        "correctness": 4 if n >= 60 else 1,
+        "reasoning": min(4, markers // 2),
+        "domain": (words[0].strip(".,:;!?").lower() if words else "none")[:20],
+    }
+    text = json.dumps(scores)
+    if h % 17 == 0:
+        return {"text": text[: len(text) // 2], "finish_reason": "length"}
+    return {"text": text}
+
+
+def synthesize(doc: str) -> dict:
+    h = _h(doc)
+    if h % 11 == 0:
+        return {"text": "This page does not contain a problem I can turn into a question."}
+    words = doc.split()
+    opening = " ".join(words[:40])
+    question = f"Consider the following situation: {opening} Working step by step, what conclusion follows, and why?"
+    reference = " ".join(words[-5:]) if h % 3 else None
+    return {"text": json.dumps({"question": question, "reference_answer": reference})}
+
+
+def answer(question: str, sample_idx: int) -> dict:
+    h = _h(f"{question}|{sample_idx}")
+    return {"text": f"Step 1: restate the problem. Step 2: apply the relevant principle. Final answer: option {h % 7}."}
+
+
+def respond(messages: list[dict], sampling=None, sample_idx: int = 0):
+    prompt = messages[-1]["content"] if messages else ""
+    if "Rate the document below on four axes" in prompt:
+        return annotate(_quoted(prompt))
+    if "Compose one new, self-contained question" in prompt:
+        return synthesize(_quoted(prompt))
+    if "Rate how well the question meets every criterion" in prompt:
+        q = _quoted(prompt)
+        return {"text": json.dumps({"question_quality_score": 1 + _h(q) % 10, "improved_question": q})}
+    if "Compare the response with the reference answer" in prompt:
+        verdict = "Yes" if _h(prompt) % 2 else "No"
+        return {"text": json.dumps({"verdict": verdict, "explanation": "Scripted comparison."})}
+    if "Is the response good?" in prompt:
+        yes = _h(prompt) % 3 != 0
+        lp = {"Yes": -0.1, "No": -2.4} if yes else {"Yes": -1.9, "No": -0.2}
+        return {"text": "Yes" if yes else "No", "first_token_logprobs": lp}
+    return answer(prompt, sample_idx)

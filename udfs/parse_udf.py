@@ -1,0 +1,62 @@
+"""pandas UDF adapters over ``udfs.parsers`` (executor side)."""
+from __future__ import annotations
+
+from typing import Callable
+
+import pandas as pd
+
+from udfs import parsers
+
+# parser name -> (function of the raw text, Spark DDL of the struct it returns)
+PARSE_SPECS: dict[str, tuple[Callable[[str], dict], str]] = {
+    "annotation": (
+        parsers.parse_annotation,
+        "status string, completeness int, complexity int, correctness int, reasoning int, domain string",
+    ),
+    "question": (parsers.parse_question, "status string, question string, reference_answer string, answer_bucket string"),
+    "quality": (parsers.parse_quality, "status string, score double, improved_question string"),
+    "verdict": (parsers.parse_verdict, "status string, verdict string, explanation string"),
+}
+
+
+def parse_series(texts: pd.Series, name: str) -> pd.DataFrame:
+    fn, ddl = PARSE_SPECS[name]
+    cols = [part.strip().split(" ")[0] for part in ddl.split(",")]
+    rows = [fn(t if isinstance(t, str) else None) for t in texts]
+    return pd.DataFrame([{c: r.get(c) for c in cols} for r in rows], columns=cols, index=texts.index)
+
+
+def parse_udf(name: str):
+    """A pandas UDF ``text -> struct`` for the named parser."""
+    from pyspark.sql.functions import pandas_udf
+
+    _, ddl = PARSE_SPECS[name]
+
+    @pandas_udf(ddl)
+    def _parse(texts: pd.Series) -> pd.DataFrame:
+        out = parse_series(texts, name)
+        for c in ("completeness", "complexity", "correctness", "reasoning"):
+            if c in out:
+                out[c] = out[c].astype("Int64")
+        return out
+
+    return _parse
+
+
+def selfscore_udf(floor: float):
+    """A pandas UDF ``map<string,double> -> double``: logp(Yes) - logp(No) of the first token."""
+    from pyspark.sql.functions import pandas_udf
+
+    from udfs.llm.selfscore import yes_no_score
+
+    @pandas_udf("double")
+    def _score(logprobs: pd.Series) -> pd.Series:
+        def one(m):
+            if m is None or (isinstance(m, float) and pd.isna(m)):
+                return None
+            d = dict(m) if not isinstance(m, dict) else m
+            return yes_no_score(d, floor)
+
+        return logprobs.map(one).astype("float64")
+
+    return _score
