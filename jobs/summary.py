@@ -1,15 +1,14 @@
-"""The end-of-run summary: what each stage did, and what the tables now hold."""
+"""The end-of-run summary: what each stage did in this run, and what the tables now hold.
+
+The headline figures are read from the tables, not from this run's counters, so a resumed
+run reports the whole dataset, not only the part it added.
+"""
 from __future__ import annotations
 
 import io
-from typing import Optional
-
 from jobs.common.config import PipelineConfig
 
-TABLES = [
-    "documents", "dedup_documents_clusters", "annotations", "questions", "dedup_questions_clusters",
-    "contamination", "responses", "judgments", "dataset",
-]
+LLM_TABLES = ["annotations", "questions", "responses", "judgments"]
 
 
 def _reasons(counts: dict) -> str:
@@ -17,18 +16,60 @@ def _reasons(counts: dict) -> str:
     return ", ".join(parts)
 
 
-def table_counts(cfg: PipelineConfig, spark) -> dict[str, int]:
+def headline(cfg: PipelineConfig, spark) -> dict:
+    """Figures a person wants after a run, read from the tables under storage.root."""
+    from pyspark.sql import functions as F
+
     from jobs.common.storage import TableStore
 
     store = TableStore(spark, cfg.storage)
-    out = {}
-    for t in TABLES:
+    h: dict = {}
+
+    def read(name):
         try:
-            if store.exists(t):
-                out[t] = store.read(t).count()
+            return store.read(name) if store.exists(name) else None
         except Exception:  # a summary must not fail a finished run
+            return None
+
+    docs = read("documents")
+    if docs is not None:
+        h["documents"] = docs.count()
+        h["documents_ok"] = docs.where(F.col("status") == "ok").count()
+    ann = read("annotations")
+    if ann is not None:
+        h["annotated"] = ann.where(F.col("status") == "ok").count()
+        h["selected"] = ann.where(F.col("selected")).count()
+    qs = read("questions")
+    if qs is not None:
+        h["questions"] = qs.where(F.col("status") == "ok").count()
+    dd = read("dedup_questions_clusters")
+    if dd is not None:
+        h["removed_duplicates"] = dd.where(~F.col("keep")).count()
+    cont = read("contamination")
+    if cont is not None:
+        h["removed_contaminated"] = cont.select("item_id").distinct().count()
+    resp = read("responses")
+    if resp is not None:
+        h["responses"] = resp.where(F.col("status") == "ok").count()
+    jd = read("judgments")
+    if jd is not None:
+        h["judged"] = jd.where(F.col("status") == "ok").count()
+    ds = read("dataset")
+    if ds is not None:
+        h["dataset"] = ds.count()
+    failures, prompt_tokens, completion_tokens = {}, 0, 0
+    for name, df in (("annotate", ann), ("synthesize", qs), ("respond", resp), ("judge", jd)):
+        if df is None:
             continue
-    return out
+        for row in df.where(F.col("status") != "ok").groupBy("status").count().collect():
+            failures[f"{name}:{row['status']}"] = row["count"]
+        tok = df.agg(F.sum("prompt_tokens").alias("p"), F.sum("completion_tokens").alias("c")).collect()[0]
+        prompt_tokens += tok["p"] or 0
+        completion_tokens += tok["c"] or 0
+    h["not_ok_by_stage"] = failures
+    h["prompt_tokens"] = prompt_tokens
+    h["completion_tokens"] = completion_tokens
+    return h
 
 
 def render_summary(rows: list[dict], cfg: PipelineConfig, spark=None) -> str:
@@ -36,16 +77,13 @@ def render_summary(rows: list[dict], cfg: PipelineConfig, spark=None) -> str:
     from rich.table import Table
 
     buf = io.StringIO()
-    console = Console(file=buf, width=140, force_terminal=False, color_system=None)
-    t = Table(title=f"pipeline summary (storage.root = {cfg.storage.root})")
-    for col in ("stage", "status", "wall s", "in", "out", "tokens (prompt/completion)", "dropped / failed"):
-        t.add_column(col)
-    total_p = total_c = 0
+    console = Console(file=buf, width=150, force_terminal=False, color_system=None)
+    t = Table(title=f"this run (storage.root = {cfg.storage.root})")
+    for col in ("stage", "status", "wall s", "in", "out", "tokens prompt/completion", "dropped / failed"):
+        t.add_column(col, overflow="fold")
     for r in rows:
         c = r.get("counts") or {}
         p, cc = c.get("prompt_tokens", 0), c.get("completion_tokens", 0)
-        total_p += p
-        total_c += cc
         t.add_row(
             r["stage"], r["status"] + (f" ({r['error']})" if r.get("error") and r["status"] != "ok" else ""),
             f"{r.get('wall_seconds') or 0:.1f}", str(c.get("in", "")), str(c.get("out", "")),
@@ -53,9 +91,19 @@ def render_summary(rows: list[dict], cfg: PipelineConfig, spark=None) -> str:
         )
     console.print(t)
     if spark is not None:
-        counts = table_counts(cfg, spark)
-        if counts:
-            console.print("tables: " + ", ".join(f"{k}={v}" for k, v in counts.items()))
-    if total_p or total_c:
-        console.print(f"tokens this run: prompt={total_p} completion={total_c}")
+        h = headline(cfg, spark)
+        order = [("documents", "documents in"), ("documents_ok", "documents usable"), ("annotated", "annotated"),
+                 ("selected", "selected"), ("questions", "questions"), ("removed_duplicates", "removed as duplicates"),
+                 ("removed_contaminated", "removed as contaminated"), ("responses", "responses"),
+                 ("judged", "judgments"), ("dataset", "dataset rows")]
+        lines = [f"{label}: {h[k]}" for k, label in order if k in h]
+        if lines:
+            console.print("dataset so far -- " + " | ".join(lines))
+        if h.get("not_ok_by_stage"):
+            console.print("not ok (stage:status=count): " + ", ".join(
+                f"{k}={v}" for k, v in sorted(h["not_ok_by_stage"].items())))
+        if h.get("prompt_tokens") or h.get("completion_tokens"):
+            console.print(f"tokens in tables: prompt={h['prompt_tokens']} completion={h['completion_tokens']}")
     return buf.getvalue()
+
+

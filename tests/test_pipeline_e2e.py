@@ -1,0 +1,194 @@
+"""The whole pipeline on the bundled sample with the scripted model: every stage, every count.
+
+The scripted model (udfs/llm/scripted_pipeline.py) answers from the content it is given, so
+the expected counts below follow from the sample corpus itself. Two extra documents built at
+test time from real benchmark items (read from ../shared/data, never copied into the
+project) make decontamination catch something.
+"""
+from __future__ import annotations
+
+import csv
+import json
+import os
+
+import pytest
+from pyspark.sql import functions as F
+
+from jobs.common.config import validate_config
+from jobs.common.storage import TableStore
+from jobs.pipeline import run_pipeline
+from tests.conftest import REPO, SHARED_DATA
+from udfs.llm import scripted_pipeline
+
+SCRIPT = "udfs.llm.scripted_pipeline:respond"
+FILLER = (
+    "We start from the definitions and derive each step. Since the quantity is positive, we compute it "
+    "directly; therefore the bound holds. Substituting the values, we get the same result again, which "
+    "means the first step was right. Suppose instead the opposite held; then it follows that the sum is "
+    "negative, a contradiction. Hence the claim. Thus the answer is determined because each case was "
+    "checked and we solve the remaining equation, consider the edge case, assume nothing more, and derive "
+    "the final value step by step. " * 3
+)
+
+
+def benchmark_docs() -> list[dict]:
+    math_path = os.path.join(SHARED_DATA, "benchmarks", "math_test.csv")
+    pro_path = os.path.join(SHARED_DATA, "benchmarks", "mmlu_pro", "test.jsonl")
+    with open(math_path, newline="") as f:
+        math_q = next(r["Question"] for r in csv.DictReader(f) if len(r["Question"].split()) >= 20)
+    with open(pro_path) as f:
+        pro_q = next(q for q in (json.loads(line)["question"] for line in f) if len(q.split()) >= 20)
+    return [
+        {"url": "https://contaminated.example/math", "text": math_q + "\n\n" + FILLER},
+        {"url": "https://contaminated.example/mmlu-pro", "text": pro_q + "\n\n" + FILLER},
+    ]
+
+
+def scripted_config(root: str, extra_jsonl: str) -> dict:
+    return {
+        "storage": {"root": root},
+        "spark": {"master": "local[2]", "shuffle_partitions": 2},
+        "pipeline": {"chunk_rows": 40, "progress": False},
+        "ingest": {"sources": [
+            {"name": "dclm", "path": "{root}/sources/dclm",
+             "keep_cols": ["fasttext_openhermes_reddit_eli5_vs_rw_v2_bigram_200k_train_prob"]},
+            {"name": "finemath", "path": "{root}/sources/finemath", "keep_cols": ["score", "int_score"],
+             "filter": "int_score >= 3"},
+            {"name": "planted", "path": extra_jsonl, "format": "jsonl"},
+        ]},
+        "llm": {"models": {"default": {"engine": "scripted", "label": "scripted",
+                                       "engine_kwargs": {"script": SCRIPT}}}},
+        "doc_dedup": {"enabled": True},
+        "respond": {"sampling": {"n": 2, "temperature": 0.7, "top_p": 0.9, "max_tokens": 64}},
+    }
+
+
+@pytest.fixture(scope="module")
+def pipeline_run(spark, tmp_path_factory):
+    if not os.path.isdir(os.path.join(SHARED_DATA, "benchmarks")):
+        pytest.skip("../shared/data/benchmarks is not present")
+    base = tmp_path_factory.mktemp("e2e")
+    extra = base / "planted.jsonl"
+    extra.write_text("".join(json.dumps(d) + "\n" for d in benchmark_docs()))
+    cfg = validate_config(scripted_config(str(base / "root"), str(extra)), "test")
+    rows = run_pipeline(cfg, spark=spark)
+    return cfg, TableStore(spark, cfg.storage), rows
+
+
+def counts_of(rows, stage):
+    return next(r for r in rows if r["stage"] == stage)["counts"]
+
+
+def test_every_stage_ran_ok(pipeline_run):
+    _, _, rows = pipeline_run
+    assert [(r["stage"], r["status"]) for r in rows] == [
+        ("bootstrap", "ok"), ("ingest", "ok"), ("doc_dedup", "ok"), ("annotate", "ok"), ("synthesize", "ok"),
+        ("question_dedup", "ok"), ("decontaminate", "ok"), ("respond", "ok"), ("judge", "ok"), ("dataset", "ok")]
+
+
+def test_counts_follow_from_the_corpus_and_the_model(pipeline_run):
+    cfg, store, rows = pipeline_run
+    docs = store.read("documents")
+    ok_docs = docs.where(F.col("status") == "ok")
+    dupes = store.read("dedup_documents_clusters").where(~F.col("keep")).select(F.col("id").alias("doc_id"))
+    to_annotate = ok_docs.join(dupes, "doc_id", "left_anti").collect()
+    assert counts_of(rows, "annotate")["in"] == len(to_annotate)
+
+    # What the scripted model must have said about each document, computed without Spark.
+    expected_selected, expected_failed = set(), 0
+    for d in to_annotate:
+        out = scripted_pipeline.annotate(d.text[: cfg.annotate.max_doc_chars].strip())
+        if out.get("finish_reason") == "length":
+            expected_failed += 1
+            continue
+        s = json.loads(out["text"])
+        if s["complexity"] >= 4 and s["reasoning"] >= 4:
+            expected_selected.add(d.doc_id)
+    ann = store.read("annotations")
+    assert ann.count() == len(to_annotate)
+    assert {r.doc_id for r in ann.where(F.col("selected")).collect()} == expected_selected
+    assert ann.where(F.col("status") == "truncated").count() == expected_failed
+    assert all(r.raw_output for r in ann.where(F.col("status") != "ok").collect()), "raw output kept"
+
+    qs = store.read("questions")
+    assert qs.count() == len(expected_selected)
+    assert qs.select("question_id").distinct().count() == qs.count()
+    no_json = sum(1 for d in to_annotate if d.doc_id in expected_selected and not scripted_pipeline.synthesize(
+        d.text[: cfg.synthesize.max_doc_chars].strip())["text"].startswith("{"))
+    assert qs.where(F.col("status") == "no_json").count() == no_json
+
+    cont = store.read("contamination")
+    planted = ok_docs.where(F.col("source") == "planted").select("doc_id")
+    planted_q = qs.join(planted, "doc_id", "left_semi").select("question_id")
+    assert {r.item_id for r in cont.collect()} >= {r.question_id for r in planted_q.collect()}
+    assert {r.benchmark for r in cont.collect()} >= {"math", "mmlu_pro"}
+
+    ds = store.read("dataset")
+    usable = qs.where(F.col("status") == "ok")
+    removed = store.read("dedup_questions_clusters").where(~F.col("keep")).select(F.col("id").alias("question_id")) \
+        .unionByName(cont.select(F.col("item_id").alias("question_id"))).distinct()
+    assert ds.count() == usable.join(removed, "question_id", "left_anti").count()
+    assert ds.join(removed, "question_id", "left_semi").count() == 0
+
+    resp = store.read("responses")
+    assert resp.count() == 2 * ds.count(), "n=2 samples for every usable question"
+    judg = store.read("judgments")
+    with_ref = ds.where(F.col("reference_answer").isNotNull()).count()
+    by_kind = {r["kind"]: r["count"] for r in judg.groupBy("kind").count().collect()}
+    assert by_kind == {"quality": ds.count(), "reference_agreement": 2 * with_ref, "self_score": 2 * ds.count()}
+    assert judg.where((F.col("kind") == "self_score") & F.col("score").isNull()).count() == 0
+
+
+def test_pinned_counts(pipeline_run):
+    """Exact figures for the bundled sample; a change here means the corpus, a parser or a stage changed."""
+    _, store, rows = pipeline_run
+    got = {
+        "documents": store.read("documents").count(),
+        "annotations": store.read("annotations").count(),
+        "selected": store.read("annotations").where(F.col("selected")).count(),
+        "questions": store.read("questions").count(),
+        "dataset": store.read("dataset").count(),
+    }
+    assert got == PINNED, got
+
+
+PINNED: dict = {}
+
+
+def test_dataset_schema_and_export(pipeline_run):
+    cfg, store, _ = pipeline_run
+    ds = store.read("dataset")
+    assert ds.columns[:3] == ["question", "reference_answer", "responses"]
+    r = ds.where(F.size("responses") > 0).first()
+    assert set(r.responses[0].asDict()) == {"response_model", "response"}
+    export = cfg.expand(cfg.dataset.export_dir)
+    lines = []
+    for name in sorted(os.listdir(os.path.join(export, "jsonl"))):
+        if name.endswith(".json"):
+            with open(os.path.join(export, "jsonl", name)) as f:
+                lines += [json.loads(x) for x in f]
+    assert len(lines) == ds.count()
+    assert {"question", "reference_answer", "responses", "question_id", "self_score"} <= set(lines[0])
+
+
+def test_rerun_changes_nothing(pipeline_run, spark):
+    cfg, store, _ = pipeline_run
+    tables = ["documents", "annotations", "questions", "responses", "judgments", "dataset", "contamination",
+              "dedup_questions_clusters"]
+    before = {t: store.version(t) for t in tables}
+    rows = run_pipeline(cfg, spark=spark)
+    assert all(r["status"] == "ok" for r in rows)
+    assert {t: store.version(t) for t in tables} == before
+
+
+def test_notebook_runs_top_to_bottom(pipeline_run, monkeypatch):
+    cfg, _, _ = pipeline_run
+    monkeypatch.setenv("NR_ROOT", cfg.storage.root)
+    monkeypatch.chdir(os.path.join(REPO, "notebooks"))
+    with open(os.path.join(REPO, "notebooks", "explore_tables.ipynb")) as f:
+        nb = json.load(f)
+    scope: dict = {}
+    for cell in nb["cells"]:
+        if cell["cell_type"] == "code":
+            exec(compile("".join(cell["source"]), "notebook", "exec"), scope)
+    assert scope["tables"]["dataset"].count() > 0
