@@ -113,3 +113,21 @@ def test_cli_runs_bootstrap_and_ingest_on_the_bundled_sample(tmp_path):
     assert docs.num_rows >= 100
     runs = DeltaTable(str(root / "runs")).to_pyarrow_table().to_pylist()
     assert sorted(r["stage"] for r in runs) == ["bootstrap", "ingest"] and all(r["status"] == "ok" for r in runs)
+
+
+def test_spark_submit_entry_point(tmp_path):
+    import shutil
+
+    spark_submit = os.path.join(os.path.dirname(sys.executable), "spark-submit")
+    if not os.path.exists(spark_submit):
+        spark_submit = shutil.which("spark-submit")
+    root = tmp_path / "ss"
+    env = dict(os.environ, PYSPARK_PYTHON=sys.executable)
+    out = subprocess.run(
+        [spark_submit, "--master", "local[2]", "jobs/pipeline.py", "--config", "conf/local.yaml",
+         "--stages", "bootstrap,ingest", "--set", f"storage.root={root}", "--log-level", "WARNING"],
+        cwd=REPO, env=env, capture_output=True, text=True, timeout=600)
+    assert out.returncode == 0, out.stderr[-3000:]
+    from deltalake import DeltaTable
+
+    assert DeltaTable(str(root / "documents")).to_pyarrow_table().num_rows >= 100

@@ -160,3 +160,13 @@ def test_uri_mapping():
     assert st.spark_uri("s3://b/k", "s3") == "s3://b/k"
     with pytest.raises(st.StorageError, match="native"):
         st.delta_uri("dbfs:/x")
+
+
+def test_timestamps_readable_by_deltalake_whatever_the_session_default(spark, cfg):
+    import datetime
+
+    spark.conf.set("spark.sql.parquet.outputTimestampType", "INT96")  # Spark's own default
+    store = st.TableStore(spark, cfg.storage)  # a bridge on a session we were handed
+    store.append("ts", spark.createDataFrame([(datetime.datetime(2024, 5, 1, 12, 0),)], "t timestamp"))
+    got = DeltaTable(store.path("ts")).to_pyarrow_table().column("t").to_pylist()
+    assert got[0].replace(tzinfo=None) == datetime.datetime(2024, 5, 1, 12, 0)

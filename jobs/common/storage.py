@@ -183,6 +183,13 @@ class BridgeDelta(DeltaBackend):
 
     name = "bridge"
 
+    def __init__(self, spark: SparkSession, cfg: StorageConfig):
+        super().__init__(spark, cfg)
+        # Spark's default INT96 timestamps would make the table need Delta's timestampNanos
+        # feature, which most readers (delta-rs among them) cannot read. A session we were
+        # given (spark-submit, notebooks) may not have this set.
+        spark.conf.set("spark.sql.parquet.outputTimestampType", "TIMESTAMP_MICROS")
+
     def _options(self) -> dict:
         return dict(self.cfg.storage_options)
 
