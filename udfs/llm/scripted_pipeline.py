@@ -42,10 +42,10 @@ def annotate(doc: str) -> dict:
     markers = len(_MARKERS.findall(doc))
     h = _h(doc)
     scores = {
-        "completeness": 4 if n >= 150 and markers >= 3 else (2 if n >= 60 else 0),
-        "complexity": 4 if n >= 200 and markers >= 6 else (2 if markers >= 2 else 0),
+        "completeness": 4 if n >= 120 and markers >= 3 else (2 if n >= 60 else 0),
+        "complexity": 4 if n >= 100 and markers >= 4 else (2 if markers >= 2 else 0),
         "correctness": 4 if n >= 60 else 1,
-        "reasoning": min(4, markers // 2),
+        "reasoning": 4 if markers >= 5 else max(0, markers - 1),
         "domain": (words[0].strip(".,:;!?").lower() if words else "none")[:20],
     }
     text = json.dumps(scores)

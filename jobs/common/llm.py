@@ -1,0 +1,92 @@
+"""Driver side of the LLM layer: render prompts into messages, run generation over Arrow batches."""
+from __future__ import annotations
+
+import functools
+from typing import Optional, Sequence
+
+from pyspark.sql import Column, DataFrame
+from pyspark.sql import functions as F
+from pyspark.sql.types import StructType
+
+from jobs.common.config import ModelConfig, SamplingConfig
+from jobs.common.gpu import map_in_pandas
+from jobs.common.spark import is_local
+from udfs.llm.generate import OUTPUT_FIELDS, generate_batches
+from udfs.llm.prompts import load_prompt
+
+MESSAGES_TYPE = "array<struct<role:string,content:string>>"
+
+
+class PromptFieldError(ValueError):
+    pass
+
+
+def _render_col(prompt_name: str, fields: list[str]) -> Column:
+    from pyspark.sql.functions import pandas_udf
+
+    @pandas_udf(MESSAGES_TYPE)
+    def render(*cols):
+        import pandas as pd
+
+        prompt = load_prompt(prompt_name)
+        out = []
+        for values in zip(*cols):
+            out.append(prompt.render(dict(zip(fields, values))))
+        return pd.Series(out)
+
+    return render(*[F.col(f) for f in fields])
+
+
+def with_prompt(df: DataFrame, prompt_name: str, out_col: str = "messages") -> DataFrame:
+    """Add the rendered chat ``messages`` plus ``prompt_name`` and ``prompt_hash`` columns.
+
+    A template field missing from ``df`` is an error here, before any task runs.
+    """
+    prompt = load_prompt(prompt_name)
+    fields = sorted(prompt.fields)
+    missing = [f for f in fields if f not in df.columns]
+    if missing:
+        raise PromptFieldError(
+            f"prompt {prompt_name!r} needs column(s) {missing} that the input lacks; columns: {sorted(df.columns)}")
+    return (df.withColumn(out_col, _render_col(prompt_name, fields))
+            .withColumn("prompt_name", F.lit(prompt.name)).withColumn("prompt_hash", F.lit(prompt.sha)))
+
+
+def output_schema(df: DataFrame, key_cols: Sequence[str], passthrough: Sequence[str]) -> StructType:
+    fields = [df.schema[c] for c in list(key_cols) + list(passthrough)]
+    return StructType(fields + list(StructType.fromDDL(OUTPUT_FIELDS).fields))
+
+
+def _partitions(df: DataFrame, model: ModelConfig) -> int:
+    spark = df.sparkSession
+    cores = spark.sparkContext.defaultParallelism
+    if is_local(spark) and model.engine in ("auto", "vllm", "transformers"):
+        # One engine per Python worker, each using torch_threads cores: keep workers x threads = cores.
+        return max(1, cores // (model.torch_threads or cores))
+    return max(1, cores)
+
+
+def generate(
+    df: DataFrame,
+    *,
+    key_cols: Sequence[str],
+    model: ModelConfig,
+    sampling: SamplingConfig,
+    messages_col: str = "messages",
+    overrides_col: Optional[str] = None,
+    cache_dir: Optional[str] = None,
+) -> DataFrame:
+    """keys (+ prompt_name/prompt_hash when present) + sample_idx, model, text, token counts,
+    finish_reason, first_token_logprobs, error: one row per (key, sample)."""
+    passthrough = [c for c in ("prompt_name", "prompt_hash") if c in df.columns]
+    cols = list(key_cols) + passthrough + [messages_col] + ([overrides_col] if overrides_col else [])
+    model_cfg = model.model_dump(mode="json")
+    model_cfg["label"] = model.name
+    if cache_dir:
+        model_cfg["cache_dir"] = cache_dir
+    fn = functools.partial(
+        generate_batches, model_cfg=model_cfg, sampling=sampling.model_dump(mode="json"), key_cols=list(key_cols),
+        messages_col=messages_col, overrides_col=overrides_col, passthrough=passthrough,
+    )
+    src = df.select(*cols).repartition(_partitions(df, model), *[F.col(k) for k in key_cols])
+    return map_in_pandas(src, fn, output_schema(df, key_cols, passthrough), model.gpus_per_task)

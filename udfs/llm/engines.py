@@ -1,0 +1,74 @@
+"""One engine per Python worker process, cached by the hash of its config (DESIGN §6)."""
+from __future__ import annotations
+
+import hashlib
+import json
+import logging
+import os
+from collections import Counter
+
+from udfs.llm.base import Engine
+
+log = logging.getLogger(__name__)
+
+_ENGINES: dict[str, Engine] = {}
+_CONSTRUCTIONS: Counter = Counter()
+
+
+def config_hash(model_cfg: dict) -> str:
+    return hashlib.sha256(json.dumps(model_cfg, sort_keys=True, default=str).encode()).hexdigest()[:16]
+
+
+def vllm_available() -> bool:
+    try:
+        import vllm  # noqa: F401
+    except Exception:
+        return False
+    return True
+
+
+def resolve_engine(model_cfg: dict) -> str:
+    engine = model_cfg.get("engine", "auto")
+    if engine != "auto":
+        return engine
+    if vllm_available():
+        return "vllm"
+    log.warning("vllm cannot be imported here; using the transformers engine")
+    return "transformers"
+
+
+def build_engine(model_cfg: dict) -> Engine:
+    engine = resolve_engine(model_cfg)
+    if engine == "scripted":
+        from udfs.llm.scripted import ScriptedEngine
+
+        return ScriptedEngine(model_cfg)
+    if engine == "transformers":
+        from udfs.llm.hf_engine import TransformersEngine
+
+        return TransformersEngine(model_cfg)
+    if engine == "vllm":
+        from udfs.llm.vllm_engine import VLLMEngine
+
+        return VLLMEngine(model_cfg)
+    if engine == "openai":
+        from udfs.llm.openai_engine import OpenAIEngine
+
+        return OpenAIEngine(model_cfg)
+    raise ValueError(f"unknown engine {engine!r}")
+
+
+def get_engine(model_cfg: dict) -> Engine:
+    key = config_hash(model_cfg)
+    eng = _ENGINES.get(key)
+    if eng is None:
+        eng = build_engine(model_cfg)
+        _ENGINES[key] = eng
+        _CONSTRUCTIONS[key] += 1
+        log.info("built %s engine %s in pid %d", resolve_engine(model_cfg), key, os.getpid())
+    return eng
+
+
+def engine_constructions() -> dict[str, int]:
+    """Engines built in this process, per config hash (tests use it to prove one per worker)."""
+    return dict(_CONSTRUCTIONS)

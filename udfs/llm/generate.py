@@ -1,0 +1,103 @@
+"""The executor side of generation: Arrow batches in, one row per (key, sample) out.
+
+Built for ``mapInPandas``: the engine is built once per Python worker (``get_engine``), each
+Arrow batch is cut into engine calls of ``batch_size`` conversations, a row that fails gets
+an ``error`` value, and a ``FatalEngineError`` fails the task so Spark retries it.
+"""
+from __future__ import annotations
+
+import json
+import logging
+from typing import Iterator, Optional, Sequence
+
+import numpy as np
+import pandas as pd
+
+from udfs.llm.base import Completion, FatalEngineError, Sampling
+
+log = logging.getLogger(__name__)
+
+OUTPUT_FIELDS = (
+    "sample_idx int, model string, text string, prompt_tokens int, completion_tokens int, "
+    "finish_reason string, first_token_logprobs map<string,double>, error string"
+)
+
+
+def _messages(value) -> list[dict]:
+    if value is None:
+        return []
+    if isinstance(value, str):
+        return json.loads(value)
+    out = []
+    for m in list(value):
+        m = dict(m) if not isinstance(m, dict) else m
+        out.append({"role": m.get("role"), "content": m.get("content") or ""})
+    return out
+
+
+def _sampling(base: Sampling, override) -> Sampling:
+    if override is None or (isinstance(override, float) and np.isnan(override)) or override == "":
+        return base
+    return base.merged(json.loads(override) if isinstance(override, str) else dict(override))
+
+
+def _chat_rows(engine, convs, samplings) -> list[list[Completion]]:
+    try:
+        return engine.chat(convs, samplings)
+    except FatalEngineError:
+        raise
+    except MemoryError as e:
+        raise FatalEngineError(f"out of memory: {e}") from e
+    except Exception as batch_error:  # find the row(s) at fault instead of failing them all
+        if len(convs) == 1:
+            n = max(1, samplings[0].n)
+            msg = f"{type(batch_error).__name__}: {batch_error}"[:2000]
+            return [[Completion("", 0, 0, "error", error=msg) for _ in range(n)]]
+        out = []
+        for c, s in zip(convs, samplings):
+            out.extend(_chat_rows(engine, [c], [s]))
+        return out
+
+
+def generate_batches(
+    batches: Iterator[pd.DataFrame],
+    *,
+    model_cfg: dict,
+    sampling: dict,
+    key_cols: Sequence[str],
+    messages_col: str = "messages",
+    overrides_col: Optional[str] = None,
+    passthrough: Sequence[str] = (),
+) -> Iterator[pd.DataFrame]:
+    from udfs.llm.engines import get_engine
+    from udfs.llm.gpu import prepare_task_gpus
+
+    model_cfg = prepare_task_gpus(model_cfg)
+    engine = get_engine(model_cfg)
+    label = model_cfg.get("label") or model_cfg.get("model")
+    base = Sampling.from_dict(sampling)
+    batch_size = int(model_cfg.get("batch_size") or 8)
+    for pdf in batches:
+        rows = []
+        records = pdf.to_dict("records")
+        for start in range(0, len(records), batch_size):
+            part = records[start : start + batch_size]
+            convs = [_messages(r[messages_col]) for r in part]
+            samplings = [_sampling(base, r.get(overrides_col)) if overrides_col else base for r in part]
+            results = _chat_rows(engine, convs, samplings)
+            for r, samples in zip(part, results):
+                for idx, c in enumerate(samples):
+                    row = {k: r[k] for k in key_cols}
+                    row.update({p: r[p] for p in passthrough})
+                    row.update(
+                        sample_idx=idx, model=label, text=c.text, prompt_tokens=int(c.prompt_tokens or 0),
+                        completion_tokens=int(c.completion_tokens or 0), finish_reason=c.finish_reason,
+                        first_token_logprobs=c.first_token_logprobs, error=c.error,
+                    )
+                    rows.append(row)
+        cols = list(key_cols) + list(passthrough) + [f.strip().split(" ")[0] for f in OUTPUT_FIELDS.split(", ")]
+        out = pd.DataFrame(rows, columns=cols)
+        out["sample_idx"] = out["sample_idx"].astype("int32")
+        out["prompt_tokens"] = out["prompt_tokens"].astype("int32")
+        out["completion_tokens"] = out["completion_tokens"].astype("int32")
+        yield out

@@ -1,0 +1,75 @@
+"""The scripted engine: deterministic, prompt-aware canned outputs (tests and dry runs only).
+
+``engine_kwargs``:
+  ``script``: ``"echo"`` (built in) or ``"module:function"``, a function
+      ``respond(messages, sampling, sample_idx) -> str | dict`` (a dict may carry ``text``,
+      ``finish_reason``, ``first_token_logprobs``, ``error``);
+  ``fail_on``: a substring of the prompt that makes that row fail (per-row error);
+  ``fatal_on``: a substring of the prompt that raises ``FatalEngineError`` (fails the task).
+"""
+from __future__ import annotations
+
+import hashlib
+import importlib
+from typing import Callable, Sequence
+
+from udfs.llm.base import Completion, Conversation, FatalEngineError, Sampling
+
+
+def echo(messages: list[dict], sampling: Sampling, sample_idx: int) -> str:
+    last = messages[-1]["content"] if messages else ""
+    digest = hashlib.sha256(f"{last}|{sample_idx}".encode()).hexdigest()[:8]
+    return f"echo[{sample_idx}] {digest}: {last[:64]}"
+
+
+def _load(script: str) -> Callable:
+    if script == "echo":
+        return echo
+    module, _, func = script.partition(":")
+    if not func:
+        raise ValueError(f"scripted engine: script {script!r} must be 'echo' or 'module:function'")
+    return getattr(importlib.import_module(module), func)
+
+
+class ScriptedEngine:
+    def __init__(self, model_cfg: dict):
+        kw = dict(model_cfg.get("engine_kwargs") or {})
+        self.name = model_cfg.get("label") or model_cfg.get("model") or "scripted"
+        self.max_model_len = int(model_cfg.get("max_model_len") or 2048)
+        self.too_long = model_cfg.get("too_long", "truncate")
+        self._respond = _load(kw.get("script", "echo"))
+        self._fail_on = kw.get("fail_on")
+        self._fatal_on = kw.get("fatal_on")
+
+    @staticmethod
+    def count_tokens(text: str) -> int:
+        return len(text.split())
+
+    def chat(self, conversations: Sequence[Conversation], sampling: Sequence[Sampling]) -> list[list[Completion]]:
+        out = []
+        for conv, s in zip(conversations, sampling):
+            prompt = "\n".join(m.get("content", "") for m in conv)
+            if self._fatal_on and self._fatal_on in prompt:
+                raise FatalEngineError("scripted fatal error")
+            n_prompt = self.count_tokens(prompt)
+            samples = []
+            for idx in range(s.n):
+                if n_prompt + s.max_tokens > self.max_model_len and self.too_long == "mark":
+                    samples.append(Completion("", n_prompt, 0, "too_long"))
+                    continue
+                if self._fail_on and self._fail_on in prompt:
+                    samples.append(Completion("", n_prompt, 0, "error", error="scripted per-row failure"))
+                    continue
+                r = self._respond(list(conv), s, idx)
+                r = {"text": r} if isinstance(r, str) else dict(r)
+                text = r.get("text", "")
+                words = text.split()
+                finish = r.get("finish_reason", "stop")
+                if len(words) > s.max_tokens:
+                    text, finish = " ".join(words[: s.max_tokens]), "length"
+                samples.append(Completion(
+                    text=text, prompt_tokens=n_prompt, completion_tokens=len(text.split()), finish_reason=finish,
+                    first_token_logprobs=r.get("first_token_logprobs") if s.logprobs else None, error=r.get("error"),
+                ))
+            out.append(samples)
+        return out
