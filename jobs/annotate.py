@@ -10,7 +10,7 @@ import sys
 from pyspark.sql import DataFrame
 from pyspark.sql import functions as F
 
-from jobs.common.llm_stage import generate_rows, parsed, row_status
+from jobs.common.llm_stage import generate_rows, parsed, row_status, structured
 from jobs.common.runner import StageContext
 
 NAME = "annotate"
@@ -37,7 +37,8 @@ def selection_expr(rule: dict[str, int]):
 def annotate_chunk(ctx: StageContext, docs: DataFrame) -> DataFrame:
     cfg = ctx.cfg.annotate
     rows = docs.select("doc_id", F.substring("text", 1, cfg.max_doc_chars).alias("text"))
-    gen = generate_rows(ctx, rows, prompt=cfg.prompt, model_name=cfg.model, sampling=cfg.sampling, key_cols=KEY)
+    sampling = structured(cfg.sampling, "annotation", cfg.structured_output)
+    gen = generate_rows(ctx, rows, prompt=cfg.prompt, model_name=cfg.model, sampling=sampling, key_cols=KEY)
     out = parsed(gen, "annotation").select(
         "doc_id",
         row_status(F.col("p.status")).alias("status"),

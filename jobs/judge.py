@@ -12,7 +12,7 @@ from pyspark.sql import DataFrame
 from pyspark.sql import functions as F
 
 from jobs.common.config import SamplingConfig
-from jobs.common.llm_stage import generate_rows, model_config, parsed, row_status, usable_questions
+from jobs.common.llm_stage import generate_rows, model_config, parsed, row_status, structured, usable_questions
 from jobs.common.runner import StageContext
 
 NAME = "judge"
@@ -27,7 +27,7 @@ GEN_COLS = ["prompt_name", "prompt_hash", "prompt_tokens", "completion_tokens", 
 def quality_chunk(ctx: StageContext, qs: DataFrame) -> DataFrame:
     cfg = ctx.cfg.judge
     gen = generate_rows(ctx, qs.select("question_id", "question"), prompt=PROMPTS["quality"], model_name=cfg.model,
-                        sampling=cfg.sampling, key_cols=["question_id"])
+                        sampling=structured(cfg.sampling, "quality", cfg.structured_output), key_cols=["question_id"])
     p = parsed(gen, "quality")
     return p.select(
         "question_id", F.lit("quality").alias("kind"), F.col("model").alias("judge_model"),
@@ -50,7 +50,8 @@ def _per_response(ctx: StageContext, pairs: DataFrame, prompt: str, sampling: Sa
 
 
 def reference_chunk(ctx: StageContext, pairs: DataFrame) -> DataFrame:
-    gen = _per_response(ctx, pairs, PROMPTS["reference_agreement"], ctx.cfg.judge.sampling)
+    cfg = ctx.cfg.judge
+    gen = _per_response(ctx, pairs, PROMPTS["reference_agreement"], structured(cfg.sampling, "verdict", cfg.structured_output))
     p = parsed(gen, "verdict")
     return p.select(
         "question_id", F.lit("reference_agreement").alias("kind"), F.col("model").alias("judge_model"),

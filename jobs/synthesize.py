@@ -7,7 +7,7 @@ import sys
 from pyspark.sql import DataFrame
 from pyspark.sql import functions as F
 
-from jobs.common.llm_stage import content_key_col, generate_rows, parsed, row_status
+from jobs.common.llm_stage import content_key_col, generate_rows, parsed, row_status, structured
 from jobs.common.runner import StageContext
 
 NAME = "synthesize"
@@ -24,7 +24,8 @@ def selected_documents(ctx: StageContext) -> DataFrame:
 def synthesize_chunk(ctx: StageContext, docs: DataFrame) -> DataFrame:
     cfg = ctx.cfg.synthesize
     rows = docs.select("doc_id", F.substring("text", 1, cfg.max_doc_chars).alias("text"))
-    gen = generate_rows(ctx, rows, prompt=cfg.prompt, model_name=cfg.model, sampling=cfg.sampling, key_cols=["doc_id"])
+    sampling = structured(cfg.sampling, "question", cfg.structured_output)
+    gen = generate_rows(ctx, rows, prompt=cfg.prompt, model_name=cfg.model, sampling=sampling, key_cols=["doc_id"])
     p = parsed(gen, "question")
     return p.select(
         content_key_col(F.col("doc_id"), F.col("p.question")).alias("question_id"),

@@ -244,3 +244,33 @@ def parse_verdict(text: Optional[str]) -> dict:
     if m:
         return {"status": "ok", "verdict": m.group(1).capitalize(), "explanation": (text or "").strip()[:2000]}
     return {"status": status, "verdict": None, "explanation": None}
+
+
+# JSON schemas for structured decoding, where the engine supports it (vLLM). The parsers
+# above stay the source of truth: a schema only makes a parseable answer more likely.
+SCHEMAS: dict[str, dict] = {
+    "annotation": {
+        "type": "object",
+        "properties": {**{a: {"type": "integer", "minimum": 0, "maximum": AXIS_MAX} for a in AXES},
+                       "domain": {"type": "string", "maxLength": 40}},
+        "required": [*AXES, "domain"],
+    },
+    "question": {
+        "type": "object",
+        "properties": {"question": {"type": "string", "minLength": 20, "maxLength": 1500},
+                       "reference_answer": {"type": ["string", "null"], "maxLength": 400}},
+        "required": ["question", "reference_answer"],
+    },
+    "quality": {
+        "type": "object",
+        "properties": {"question_quality_score": {"type": "integer", "minimum": 1, "maximum": 10},
+                       "improved_question": {"type": "string", "maxLength": 1500}},
+        "required": ["question_quality_score", "improved_question"],
+    },
+    "verdict": {
+        "type": "object",
+        "properties": {"verdict": {"type": "string", "enum": ["Yes", "No"]},
+                       "explanation": {"type": "string", "maxLength": 600}},
+        "required": ["verdict", "explanation"],
+    },
+}

@@ -189,6 +189,8 @@ class LLMConfig(_Model):
 class AnnotateConfig(_Model):
     model: str = "default"
     prompt: str = "annotate"
+    structured_output: bool = Field(
+        True, description="constrain the output to the parser's JSON schema where the engine supports it (vLLM)")
     sampling: SamplingConfig = Field(default_factory=lambda: SamplingConfig(max_tokens=256))
     max_doc_chars: int = Field(6000, ge=100, description="document text beyond this is cut before prompting")
     select: dict[str, int] = Field(
@@ -200,6 +202,8 @@ class AnnotateConfig(_Model):
 class SynthesizeConfig(_Model):
     model: str = "default"
     prompt: str = "synthesize"
+    structured_output: bool = Field(
+        True, description="constrain the output to the parser's JSON schema where the engine supports it (vLLM)")
     sampling: SamplingConfig = Field(default_factory=lambda: SamplingConfig(max_tokens=512))
     max_doc_chars: int = Field(6000, ge=100)
 
@@ -217,6 +221,8 @@ class JudgeConfig(_Model):
     kinds: list[Literal["quality", "reference_agreement", "self_score"]] = Field(
         default_factory=lambda: ["quality", "reference_agreement", "self_score"]
     )
+    structured_output: bool = Field(
+        True, description="constrain the output to the parser's JSON schema where the engine supports it (vLLM)")
     sampling: SamplingConfig = Field(default_factory=lambda: SamplingConfig(max_tokens=384))
     self_score_top_k: int = Field(20, ge=1)
     self_score_floor: float = Field(-30.0, description="logprob used for Yes/No when outside the top k")

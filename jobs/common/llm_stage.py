@@ -44,6 +44,15 @@ def generate_rows(
     )
 
 
+def structured(sampling: SamplingConfig, parser: str, enabled: bool) -> SamplingConfig:
+    """The sampling config with the parser's JSON schema attached, unless one is set or it is off."""
+    from udfs.parsers import SCHEMAS
+
+    if not enabled or sampling.json_schema is not None:
+        return sampling
+    return sampling.model_copy(update={"json_schema": SCHEMAS[parser]})
+
+
 def row_status(parsed_status: Optional[Column] = None) -> Column:
     base = (
         F.when(F.col("error").isNotNull(), F.lit("llm_error"))
