@@ -31,17 +31,28 @@ FILLER = (
 )
 
 
+def _survives_scripted_model(text: str) -> bool:
+    """The scripted model selects this page and writes a JSON question for it."""
+    ann = scripted_pipeline.annotate(text.strip())
+    if ann.get("finish_reason") == "length":
+        return False
+    s = json.loads(ann["text"])
+    return s["complexity"] >= 4 and s["reasoning"] >= 4 and scripted_pipeline.synthesize(text.strip())["text"].startswith("{")
+
+
 def benchmark_docs() -> list[dict]:
+    """One MATH and one MMLU-Pro item, each wrapped in a worked-reasoning page."""
     math_path = os.path.join(SHARED_DATA, "benchmarks", "math_test.csv")
     pro_path = os.path.join(SHARED_DATA, "benchmarks", "mmlu_pro", "test.jsonl")
     with open(math_path, newline="") as f:
-        math_q = next(r["Question"] for r in csv.DictReader(f) if len(r["Question"].split()) >= 20)
+        math_qs = [r["Question"] for r in csv.DictReader(f) if 20 <= len(r["Question"].split()) <= 35]
     with open(pro_path) as f:
-        pro_q = next(q for q in (json.loads(line)["question"] for line in f) if len(q.split()) >= 20)
-    return [
-        {"url": "https://contaminated.example/math", "text": math_q + "\n\n" + FILLER},
-        {"url": "https://contaminated.example/mmlu-pro", "text": pro_q + "\n\n" + FILLER},
-    ]
+        pro_qs = [q for q in (json.loads(line)["question"] for line in f) if 20 <= len(q.split()) <= 35]
+    docs = []
+    for name, qs in (("math", math_qs), ("mmlu-pro", pro_qs)):
+        text = next(t for t in (q + "\n\n" + FILLER for q in qs) if _survives_scripted_model(t))
+        docs.append({"url": f"https://contaminated.example/{name}", "text": text})
+    return docs
 
 
 def scripted_config(root: str, extra_jsonl: str) -> dict:
@@ -119,7 +130,8 @@ def test_counts_follow_from_the_corpus_and_the_model(pipeline_run):
 
     cont = store.read("contamination")
     planted = ok_docs.where(F.col("source") == "planted").select("doc_id")
-    planted_q = qs.join(planted, "doc_id", "left_semi").select("question_id")
+    planted_q = qs.join(planted, "doc_id", "left_semi").where(F.col("status") == "ok").select("question_id")
+    assert planted_q.count() == 2
     assert {r.item_id for r in cont.collect()} >= {r.question_id for r in planted_q.collect()}
     assert {r.benchmark for r in cont.collect()} >= {"math", "mmlu_pro"}
 
@@ -148,11 +160,20 @@ def test_pinned_counts(pipeline_run):
         "selected": store.read("annotations").where(F.col("selected")).count(),
         "questions": store.read("questions").count(),
         "dataset": store.read("dataset").count(),
+        "doc_near_duplicates": store.read("dedup_documents_clusters").where(~F.col("keep")).count(),
+        "question_near_duplicates": store.read("dedup_questions_clusters").where(~F.col("keep")).count(),
+        "contaminated": store.read("contamination").select("item_id").distinct().count(),
+        "responses": store.read("responses").count(),
+        "judgments": store.read("judgments").count(),
+        "parse_failures": {r["status"]: r["count"] for r in
+                           store.read("annotations").where(F.col("status") != "ok").groupBy("status").count().collect()},
     }
     assert got == PINNED, got
 
 
-PINNED: dict = {}
+PINNED = {"documents": 105, "annotations": 94, "selected": 59, "questions": 59, "dataset": 49,
+          "doc_near_duplicates": 8, "question_near_duplicates": 0, "contaminated": 2, "responses": 98,
+          "judgments": 207, "parse_failures": {"truncated": 3}}
 
 
 def test_dataset_schema_and_export(pipeline_run):
