@@ -83,16 +83,23 @@ def parse_common(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--log-level", default=os.environ.get("NR_LOG_LEVEL", "INFO"))
 
 
+def _parse(p: argparse.ArgumentParser, argv: Optional[list[str]]):
+    """(args, config), or (args, None) after printing a config error."""
+    args = p.parse_args(argv)
+    setup_logging(args.log_level)
+    try:
+        return args, load_config(args.config, args.overrides)
+    except ConfigError as e:
+        print(f"error: {e}", file=sys.stderr)
+        return args, None
+
+
 def main(argv: Optional[list[str]] = None) -> int:
     p = argparse.ArgumentParser(prog="nr run", description="Run the pipeline's stages in order.")
     parse_common(p)
     p.add_argument("--stages", default=None, help="comma-separated subset, e.g. ingest,annotate")
-    args = p.parse_args(argv)
-    setup_logging(args.log_level)
-    try:
-        cfg = load_config(args.config, args.overrides)
-    except ConfigError as e:
-        print(f"error: {e}", file=sys.stderr)
+    args, cfg = _parse(p, argv)
+    if cfg is None:
         return 2
     stages = [s.strip() for s in args.stages.split(",") if s.strip()] if args.stages else None
     try:
@@ -108,12 +115,8 @@ def stage_main(name: str, argv: Optional[list[str]] = None) -> int:
     """Entry point of one stage: ``spark-submit jobs/<stage>.py --config ...``."""
     p = argparse.ArgumentParser(prog=f"nr stage {name}", description=f"Run the {name} stage.")
     parse_common(p)
-    args = p.parse_args(argv)
-    setup_logging(args.log_level)
-    try:
-        cfg = load_config(args.config, args.overrides)
-    except ConfigError as e:
-        print(f"error: {e}", file=sys.stderr)
+    _, cfg = _parse(p, argv)
+    if cfg is None:
         return 2
     try:
         row = run_stage(cfg, name)

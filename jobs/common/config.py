@@ -186,26 +186,29 @@ class LLMConfig(_Model):
     cache_dir: Optional[str] = Field(None, description="where the bundled model is unpacked; default ~/.cache/nr")
 
 
-class AnnotateConfig(_Model):
+class _DocumentPromptConfig(_Model):
+    """An LLM stage that prompts with a document's text."""
+
     model: str = "default"
-    prompt: str = "annotate"
+    prompt: str
     structured_output: bool = Field(
         True, description="constrain the output to the parser's JSON schema where the engine supports it (vLLM)")
-    sampling: SamplingConfig = Field(default_factory=lambda: SamplingConfig(max_tokens=256))
+    sampling: SamplingConfig
     max_doc_chars: int = Field(6000, ge=100, description="document text beyond this is cut before prompting")
+
+
+class AnnotateConfig(_DocumentPromptConfig):
+    prompt: str = "annotate"
+    sampling: SamplingConfig = Field(default_factory=lambda: SamplingConfig(max_tokens=256))
     select: dict[str, int] = Field(
         default_factory=lambda: {"complexity": 4, "reasoning": 4},
         description="axis -> minimum score a document needs to go to synthesis (default: full marks)",
     )
 
 
-class SynthesizeConfig(_Model):
-    model: str = "default"
+class SynthesizeConfig(_DocumentPromptConfig):
     prompt: str = "synthesize"
-    structured_output: bool = Field(
-        True, description="constrain the output to the parser's JSON schema where the engine supports it (vLLM)")
     sampling: SamplingConfig = Field(default_factory=lambda: SamplingConfig(max_tokens=512))
-    max_doc_chars: int = Field(6000, ge=100)
 
 
 class RespondConfig(_Model):
