@@ -12,12 +12,15 @@ if [ "$(uname -s)" = Linux ] && [ "$(uname -m)" = x86_64 ] && [ "${NR_NO_VLLM:-0
 fi
 stamp=".venv/.nr-installed-$(cat setup.py | sha1sum | cut -c1-12)-${EXTRAS//,/-}"
 if [ ! -f "$stamp" ]; then
-  .venv/bin/python -m pip install -q --upgrade pip >/dev/null 2>&1 || true
+  echo "installing the project into .venv (log: .venv/install.log) ..."
+  log=.venv/install.log
+  : > "$log"
+  pipi() { .venv/bin/python -m pip install "$@" >>"$log" 2>&1 || { tail -40 "$log"; echo "pip install $* failed" >&2; exit 1; }; }
   # torch first and pinned: an unpinned torch would pull several GB of CUDA wheels.
-  .venv/bin/python -m pip install -q "torch==2.13.0"
-  .venv/bin/python -m pip install -q -e ".[$EXTRAS]"
+  pipi -q "torch==2.13.0"
+  pipi -q -e ".[$EXTRAS]"
   # PyPI's torchvision/torchaudio/torchcodec do not match the CPU torch build and break
   # transformers' imports ("operator torchvision::nms does not exist"); text models need none of them.
-  .venv/bin/python -m pip uninstall -y -q torchvision torchaudio torchcodec >/dev/null 2>&1 || true
+  .venv/bin/python -m pip uninstall -y -q torchvision torchaudio torchcodec >>"$log" 2>&1 || true
   touch "$stamp"
 fi
