@@ -1,0 +1,126 @@
+"""The LLM layer: prompts, scripted engine, truncation rule, self-score, vLLM output mapping,
+the Arrow-batch generation UDF in local Spark, and the real transformers engine on SmolLM2."""
+from __future__ import annotations
+
+import os
+from types import SimpleNamespace
+
+import pytest
+from pyspark.sql import functions as F
+
+from jobs.common.config import ModelConfig, SamplingConfig
+from jobs.common.llm import PromptFieldError, generate, with_prompt
+from udfs.llm.base import FatalEngineError, Sampling
+from udfs.llm.prompts import load_prompt
+from udfs.llm.scripted import ScriptedEngine
+from udfs.llm.selfscore import yes_no_score
+from udfs.llm.truncate import CUT, fit_messages
+from udfs.llm.vllm_engine import completion_from_output, to_sampling_kwargs
+
+
+def test_prompts_load_render_and_hash():
+    p = load_prompt("judge_reference")
+    assert p.fields == {"question", "reference_answer", "response"}
+    msgs = p.render({"question": "Q?", "reference_answer": "42", "response": "It is 42 ($5)"})
+    assert [m["role"] for m in msgs] == ["system", "user"] and "It is 42 ($5)" in msgs[1]["content"]
+    assert len(p.sha) == 12 and p.sha == load_prompt("judge_reference").sha
+    with pytest.raises(FileNotFoundError, match="known prompts"):
+        load_prompt("nope")
+
+
+def test_selfscore_variants_and_floor():
+    assert yes_no_score({" Yes": -0.2, "No": -1.7}) == pytest.approx(1.5)
+    assert yes_no_score({"yes": -1.0, "YES": -1.0, "no": -0.5}) > -0.5 + 0.0 - 1.0
+    assert yes_no_score({"Yes": -0.1}, floor=-20) == pytest.approx(19.9)
+    assert yes_no_score(None) is None and yes_no_score({}) is None
+
+
+def test_truncation_rule_keeps_system_head_and_tail():
+    count = lambda ms: sum(len(m["content"].split()) for m in ms)  # noqa: E731
+    body = " ".join(f"w{i}" for i in range(1000))
+    msgs = [{"role": "system", "content": "be brief"}, {"role": "user", "content": body}]
+    fitted, truncated, too_long = fit_messages(msgs, count, 300)
+    assert truncated and not too_long and count(fitted) <= 300
+    assert fitted[0] == msgs[0] and fitted[1]["content"].startswith("w0 w1") and fitted[1]["content"].endswith("w999")
+    assert CUT.strip() in fitted[1]["content"]
+    assert fit_messages(msgs, count, 300, mode="mark") == (msgs, False, True)
+    assert fit_messages(msgs, count, 5000) == (msgs, False, False)
+
+
+def test_scripted_engine_n_errors_and_too_long():
+    e = ScriptedEngine({"model": "s", "max_model_len": 50, "too_long": "mark",
+                        "engine_kwargs": {"fail_on": "BAD", "fatal_on": "FATAL"}})
+    out = e.chat([[{"role": "user", "content": "hi"}], [{"role": "user", "content": "BAD"}],
+                  [{"role": "user", "content": "x " * 100}]], [Sampling(n=3, max_tokens=8)] * 3)
+    assert len(out[0]) == 3 and out[0][0].text != out[0][1].text and out[0][0].finish_reason == "stop"
+    assert out[1][0].error and out[1][0].finish_reason == "error"
+    assert out[2][0].finish_reason == "too_long"
+    with pytest.raises(FatalEngineError):
+        e.chat([[{"role": "user", "content": "FATAL"}]], [Sampling()])
+
+
+def test_vllm_sampling_mapping_and_recorded_outputs():
+    assert to_sampling_kwargs(Sampling(temperature=0.0, top_p=0.5, max_tokens=9, n=2, seed=3, logprobs=20)) == {
+        "n": 2, "temperature": 0.0, "top_p": 1.0, "max_tokens": 9, "seed": 3, "logprobs": 20}
+    assert to_sampling_kwargs(Sampling(temperature=0.7, top_p=0.9, seed=None, stop=("##",)))["stop"] == ["##"]
+    lp = lambda v, t: SimpleNamespace(logprob=v, decoded_token=t)  # noqa: E731
+    recorded = SimpleNamespace(text="Yes", token_ids=[9891], finish_reason="length",
+                               logprobs=[{9891: lp(-0.2, "Yes"), 1770: lp(-1.9, "No"), 5: lp(-3.0, None)}])
+    c = completion_from_output(recorded, prompt_tokens=40, want_logprobs=True, truncated=False)
+    assert c.completion_tokens == 1 and c.finish_reason == "length" and c.prompt_tokens == 40
+    assert c.first_token_logprobs == {"Yes": -0.2, "No": -1.9, "5": -3.0}
+    assert yes_no_score(c.first_token_logprobs) == pytest.approx(1.7)
+
+
+def test_generate_10k_rows_one_engine_per_worker(spark):
+    df = spark.range(10_000).select(F.format_string("k%05d", "id").alias("k"),
+                                    F.format_string("question %d", "id").alias("question"))
+    msgs = with_prompt(df, "respond")
+    model = ModelConfig(engine="scripted", label="s", batch_size=64)
+    out = generate(msgs, key_cols=["k"], model=model, sampling=SamplingConfig(n=2, max_tokens=64))
+    rows = out.collect()
+    assert len(rows) == 20_000 and {r.sample_idx for r in rows} == {0, 1}
+    from udfs.llm.scripted import echo
+
+    r = next(x for x in rows if x.k == "k00042" and x.sample_idx == 1)
+    expected = echo(load_prompt("respond").render({"question": "question 42"}), Sampling(), 1)
+    assert r.text == expected and r.error is None and r.prompt_name == "respond"
+    # one engine per Python worker: ask every partition's worker how many it built
+    probe = spark.sparkContext.parallelize(range(8), 8).map(
+        lambda _: (os.getpid(), __import__("udfs.llm.engines", fromlist=["x"]).engine_constructions())).collect()
+    for _, counts in probe:
+        assert all(v == 1 for v in counts.values())
+
+
+def test_prompt_field_missing_fails_before_any_task(spark):
+    df = spark.createDataFrame([("a",)], "k string")
+    with pytest.raises(PromptFieldError, match="question"):
+        with_prompt(df, "respond")
+
+
+def test_row_error_vs_fatal_error(spark):
+    df = spark.createDataFrame([("a", "fine"), ("b", "BAD row")], "k string, question string")
+    model = ModelConfig(engine="scripted", label="s", engine_kwargs={"fail_on": "BAD", "fatal_on": "FATAL"})
+    rows = {r.k: r for r in generate(with_prompt(df, "respond"), key_cols=["k"], model=model,
+                                     sampling=SamplingConfig()).collect()}
+    assert rows["a"].error is None and rows["b"].error and rows["b"].finish_reason == "error"
+    bad = spark.createDataFrame([("c", "FATAL")], "k string, question string")
+    with pytest.raises(Exception, match="scripted fatal error"):
+        generate(with_prompt(bad, "respond"), key_cols=["k"], model=model, sampling=SamplingConfig()).collect()
+
+
+@pytest.mark.slow
+def test_transformers_engine_on_smollm2():
+    from udfs.llm.hf_engine import TransformersEngine
+
+    e = TransformersEngine({"model": "smollm2-135m", "max_model_len": 2048, "torch_threads": 2})
+    convs = [[{"role": "user", "content": "What is 2+2? Answer briefly."}],
+             [{"role": "user", "content": "Is water wet? Reply Yes or No."}],
+             [{"role": "user", "content": "word " * 3000}]]
+    out = e.chat(convs, [Sampling(max_tokens=16), Sampling(max_tokens=1, logprobs=10),
+                         Sampling(max_tokens=6, n=2, temperature=0.8, seed=5)])
+    assert out[0][0].text.strip() and out[0][0].completion_tokens > 0
+    assert out[1][0].first_token_logprobs and yes_no_score(out[1][0].first_token_logprobs) is not None
+    assert len(out[2]) == 2 and out[2][0].truncated_prompt and out[2][0].prompt_tokens <= 2048 - 6
+    again = e.chat(convs[2:], [Sampling(max_tokens=6, n=2, temperature=0.8, seed=5)])
+    assert [c.text for c in again[0]] == [c.text for c in out[2]], "seeded sampling is reproducible"
