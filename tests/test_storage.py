@@ -170,3 +170,52 @@ def test_timestamps_readable_by_deltalake_whatever_the_session_default(spark, cf
     store.append("ts", spark.createDataFrame([(datetime.datetime(2024, 5, 1, 12, 0),)], "t timestamp"))
     got = DeltaTable(store.path("ts")).to_pyarrow_table().column("t").to_pylist()
     assert got[0].replace(tzinfo=None) == datetime.datetime(2024, 5, 1, 12, 0)
+
+
+class _FakeConf:
+    def __init__(self, exts):
+        self.exts = exts
+
+    def get(self, key, default=None):
+        return self.exts if key == "spark.sql.extensions" else default
+
+    def set(self, key, value):
+        pass
+
+
+def test_backend_selection_follows_the_session():
+    from types import SimpleNamespace
+
+    from jobs.common.config import StorageConfig
+
+    native = SimpleNamespace(conf=_FakeConf("io.delta.sql.DeltaSparkSessionExtension"))
+    plain = SimpleNamespace(conf=_FakeConf(""))
+    assert st.make_backend(native, StorageConfig()).name == "native"
+    assert st.make_backend(plain, StorageConfig()).name == "bridge"
+    with pytest.raises(st.StorageError, match="DeltaSparkSessionExtension"):
+        st.make_backend(plain, StorageConfig(backend="native"))
+    with pytest.raises(st.StorageError, match="native"):
+        st.make_backend(plain, StorageConfig(root="dbfs:/x"))
+
+
+def _has_delta_jars(spark) -> bool:
+    try:
+        spark._jvm.java.lang.Class.forName("io.delta.tables.DeltaTable")
+        return True
+    except Exception:
+        return False
+
+
+def test_native_backend_round_trip_where_the_jars_exist(spark, cfg):
+    """Runs on a Spark with delta-spark on the classpath and the Delta SQL extension (not here:
+    Maven is unreachable, so the jars cannot be fetched)."""
+    from jobs.common.spark import has_delta_extension
+
+    if not (_has_delta_jars(spark) and has_delta_extension(spark)):
+        pytest.skip("no Delta jars / SQL extension in this session")
+    store = st.TableStore(spark, cfg.storage)
+    assert store.backend.name == "native"
+    assert store.append_new("n", frame(spark, range(5)), ["id"]) == -1
+    store.append_new("n", frame(spark, range(3, 8)), ["id"])
+    assert sorted(r.id for r in store.read("n").collect()) == list(range(8))
+    assert DeltaTable(store.path("n")).to_pyarrow_table().num_rows == 8
