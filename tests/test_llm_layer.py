@@ -2,6 +2,7 @@
 the Arrow-batch generation UDF in local Spark, and the real transformers engine on SmolLM2."""
 from __future__ import annotations
 
+import json
 import os
 from types import SimpleNamespace
 
@@ -82,14 +83,37 @@ def test_generate_10k_rows_one_engine_per_worker(spark):
     assert len(rows) == 20_000 and {r.sample_idx for r in rows} == {0, 1}
     from udfs.llm.scripted import echo
 
-    r = next(x for x in rows if x.k == "k00042" and x.sample_idx == 1)
-    expected = echo(load_prompt("respond").render({"question": "question 42"}), Sampling(), 1)
-    assert r.text == expected and r.error is None and r.prompt_name == "respond"
-    # one engine per Python worker: ask every partition's worker how many it built
-    probe = spark.sparkContext.parallelize(range(8), 8).map(
-        lambda _: (os.getpid(), __import__("udfs.llm.engines", fromlist=["x"]).engine_constructions())).collect()
-    for _, counts in probe:
-        assert all(v == 1 for v in counts.values())
+    # exact output for every (row, sample), computed without Spark
+    prompt = load_prompt("respond")
+    got = {(r.k, r.sample_idx): (r.text, r.error, r.model, r.prompt_name, r.prompt_hash) for r in rows}
+    expected = {}
+    for i in range(10_000):
+        msgs_i = prompt.render({"question": f"question {i}"})
+        for idx in (0, 1):
+            expected[(f"k{i:05d}", idx)] = (echo(msgs_i, Sampling(), idx), None, "s", "respond", prompt.sha)
+    assert got == expected
+    # One engine per Python worker: ask the workers how many engines they built. The probe is
+    # a mapInPandas job because SQL Python workers are reused across SQL jobs (RDD jobs get
+    # other processes); at least one probed worker must have built the engine (else the probe
+    # proves nothing) and none more than once. The number of such workers is not bounded by
+    # the task slots: a task can start before the previous task's worker is back in the idle
+    # pool, so the pool grows past local[2] over a session.
+    def probe(batches):
+        import json as _json
+
+        import pandas as _pd
+
+        from udfs.llm.engines import engine_constructions
+
+        for _ in batches:
+            pass
+        yield _pd.DataFrame({"pid": [os.getpid()], "counts": [_json.dumps(engine_constructions())]})
+
+    seen = spark.range(16).repartition(8).mapInPandas(probe, "pid long, counts string").collect()
+    built = {r.pid: json.loads(r.counts) for r in seen if json.loads(r.counts)}
+    assert built, "no probed worker had built an engine"
+    for counts in built.values():
+        assert all(v == 1 for v in counts.values()), counts
 
 
 def test_prompt_field_missing_fails_before_any_task(spark):

@@ -78,6 +78,9 @@ def generate(
 ) -> DataFrame:
     """keys (+ prompt_name/prompt_hash when present) + sample_idx, model, text, token counts,
     finish_reason, first_token_logprobs, error: one row per (key, sample)."""
+    if model.engine == "openai" and not model.base_url:
+        # Checked here so the run stops before any task, not in every Python worker.
+        raise ValueError(f"model {model.name!r}: the openai engine needs base_url (e.g. http://host:8000/v1)")
     passthrough = [c for c in ("prompt_name", "prompt_hash") if c in df.columns]
     cols = list(key_cols) + passthrough + [messages_col] + ([overrides_col] if overrides_col else [])
     model_cfg = model.model_dump(mode="json")

@@ -76,7 +76,9 @@ def generate_batches(
     engine = get_engine(model_cfg)
     label = model_cfg.get("label") or model_cfg.get("model")
     base = Sampling.from_dict(sampling)
-    batch_size = int(model_cfg.get("batch_size") or 8)
+    # An engine that sends a call's conversations concurrently (openai) says how many it needs
+    # per call to keep its slots busy; a smaller call would wait on its slowest request.
+    batch_size = max(int(model_cfg.get("batch_size") or 8), int(getattr(engine, "min_batch_size", 1) or 1))
     for pdf in batches:
         rows = []
         records = pdf.to_dict("records")
