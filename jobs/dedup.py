@@ -1,28 +1,44 @@
-"""Near-duplicate removal: word-level MinHash LSH, verified pairs, distributed connected components.
+"""Near-duplicate removal: word MinHash LSH, exact verification, distributed connected components.
 
-    signatures (mapInPandas) -> candidate pairs (group by band, band hash)
-      -> exact Jaccard on every candidate -> connected components (large-star / small-star)
-      -> one kept row per cluster (lowest id, or highest score)
+    items (id, text)            one row per key; status 'ok' rows of the stage's table
+      -> band hashes            mapInArrow over Arrow batches (udfs.minhash), b rows per text
+      -> candidate pairs        group by (band, band_hash); giant buckets linked linearly
+      -> verified pairs         exact word-shingle Jaccard >= threshold on every candidate
+      -> connected components   alternating large-star / small-star over DataFrames
+      -> clusters               (id, cluster_id, keep) for every item; one kept row per cluster
 
-Stages: ``doc_dedup`` (documents, before annotation) and ``question_dedup`` (questions).
-Standalone: ``nr dedup --input PATH --input-format jsonl|parquet|delta --id-col ID --text-col TEXT --output DIR``.
+The result identifies duplicates; removing them is an anti-join on ``keep = false``, done by
+the stages that read ``dedup_*_clusters`` (annotate for documents, the question stages and
+the dataset for questions) or by ``remove_duplicates``.
+
+Stages: ``doc_dedup`` (documents, before annotation; off by default) and ``question_dedup``.
+Standalone: ``nr dedup --input PATH --input-format jsonl|parquet|delta --id-col ID
+--text-col TEXT --output DIR`` writes DIR/clusters and DIR/pairs as Parquet.
+
+Determinism: every step is a function of the set of (id, text) rows -- permutation
+parameters from the seed, band hashes from signature values, pairs ordered by id, cluster
+ids = smallest member id, kept row by (score desc, id) -- so partitioning, task order and
+retries cannot change the output.
 """
 from __future__ import annotations
 
 import argparse
 import functools
 import logging
+import os
 import sys
 import time
 from dataclasses import dataclass, field
 from typing import Optional
 
-from pyspark.sql import DataFrame
-from pyspark.sql import functions as F
+if __package__ in (None, ""):  # spark-submit jobs/dedup.py from a checkout
+    sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 
-from jobs.common.config import DedupConfig
-from jobs.common.runner import StageContext
-from udfs import minhash
+from pyspark.sql import DataFrame, SparkSession, Window  # noqa: E402
+from pyspark.sql import functions as F  # noqa: E402
+
+from jobs.common.config import DedupConfig  # noqa: E402
+from udfs import minhash  # noqa: E402
 
 log = logging.getLogger("nr")
 
@@ -31,217 +47,404 @@ STAGE_IO = {
     "question_dedup": (["questions"], ["dedup_questions_clusters", "dedup_questions_pairs"]),
 }
 
+CLUSTERS_SCHEMA = "id string, cluster_id string, keep boolean"
+PAIRS_SCHEMA = "id_a string, id_b string, jaccard double"
+
+# Internal column names; they never leave this module.
+_TEXT, _SCORE = "_dd_text", "_dd_score"
+
 
 @dataclass
 class DedupStats:
+    """What one dedup run saw and did; ``clusters`` counts clusters of two or more rows."""
+
     rows: int = 0
+    null_ids: int = 0
+    empty_texts: int = 0
     bands: int = 0
     rows_per_band: int = 0
+    s_curve: dict = field(default_factory=dict)
     candidate_pairs: int = 0
     verified_pairs: int = 0
     clusters: int = 0
     removed: int = 0
     cc_iterations: int = 0
-    s_curve: dict = field(default_factory=dict)
+
+    def summary(self) -> str:
+        curve = ", ".join(f"P({s})={p:.3f}" for s, p in self.s_curve.items())
+        return (f"rows={self.rows} candidate_pairs={self.candidate_pairs} verified_pairs={self.verified_pairs} "
+                f"clusters={self.clusters} removed={self.removed} (b={self.bands} r={self.rows_per_band}; {curve})")
+
+
+# --------------------------------------------------------------------------- LSH parameters
 
 
 def lsh_params(cfg: DedupConfig) -> tuple[int, int]:
+    """(bands, rows): the configured override, else the weighted FP/FN optimum for the threshold."""
     if cfg.bands is not None:
         return cfg.bands, cfg.rows
     return minhash.optimal_param(cfg.threshold, cfg.num_perm, cfg.false_positive_weight, cfg.false_negative_weight)
 
 
-def compute_band_hashes(df: DataFrame, id_col: str, text_col: str, cfg: DedupConfig, bands: int, rows: int) -> DataFrame:
-    fn = functools.partial(minhash.band_rows_batches, id_col="id", text_col="text", num_perm=cfg.num_perm,
-                           seed=cfg.seed, ngram=cfg.ngram, bands=bands, rows=rows)
-    src = df.select(F.col(id_col).cast("string").alias("id"), F.col(text_col).cast("string").alias("text"))
-    return src.mapInPandas(fn, "id string, band int, band_hash long")
+def s_curve(threshold: float, bands: int, rows: int) -> dict[str, float]:
+    """Candidate probability at threshold - 0.1, threshold and threshold + 0.1."""
+    points = (max(0.0, threshold - 0.1), threshold, min(1.0, threshold + 0.1))
+    return {f"{s:.2f}": float(minhash.candidate_probability(s, bands, rows)) for s in points}
 
 
-def find_candidate_pairs(bands_df: DataFrame, max_bucket_size: int) -> DataFrame:
-    """Pairs (id_a < id_b) that share a band. A bucket larger than ``max_bucket_size`` is not
-    expanded into all its pairs: each member is paired with the bucket's smallest id and
-    with its successor in id order, which keeps the work linear; a true duplicate pair inside
-    such a bucket is still found when it is connected through those verified links."""
-    buckets = (bands_df.groupBy("band", "band_hash").agg(F.array_sort(F.collect_set("id")).alias("ids"))
-               .where(F.size("ids") > 1))
-    small = buckets.where(F.size("ids") <= max_bucket_size)
-    pairs_small = (small.select(F.posexplode("ids").alias("i", "id_a"), "ids")
-                   .select("id_a", F.explode(F.slice("ids", F.col("i") + 2, max_bucket_size)).alias("id_b")))
-    big = buckets.where(F.size("ids") > max_bucket_size)
-    pairs_big = (big.select(F.posexplode("ids").alias("i", "id_b"), "ids")
-                 .where(F.col("i") > 0)
-                 .select(F.explode(F.array(F.col("ids")[0], F.col("ids")[F.col("i") - 1])).alias("id_a"), "id_b")
-                 .where(F.col("id_a") < F.col("id_b")))
-    return pairs_small.unionByName(pairs_big).distinct()
+# --------------------------------------------------------------------------- transforms
 
 
-def verify_pairs(pairs: DataFrame, texts: DataFrame, cfg: DedupConfig) -> DataFrame:
-    """Exact word-shingle Jaccard for every candidate; keeps pairs at or above the threshold."""
-    a = texts.select(F.col("id").alias("id_a"), F.col("text").alias("text_a"))
-    b = texts.select(F.col("id").alias("id_b"), F.col("text").alias("text_b"))
-    joined = pairs.join(a, "id_a").join(b, "id_b").select("id_a", "id_b", "text_a", "text_b")
+def _partitions(spark: SparkSession) -> int:
+    return max(int(spark.conf.get("spark.sql.shuffle.partitions")), spark.sparkContext.defaultParallelism)
+
+
+def prepare_items(df: DataFrame, id_col: str, text_col: str, score_col: Optional[str] = None) -> DataFrame:
+    """(id string, _dd_text string[, _dd_score double]) hash-partitioned by id, null ids dropped.
+
+    The explicit repartition spreads the Python signature work over every core; a source
+    read as one or two large splits would otherwise run it in one task.
+    """
+    for c in (id_col, text_col) + ((score_col,) if score_col else ()):
+        if c not in df.columns:
+            raise ValueError(f"column {c!r} is not in the input; columns: {sorted(df.columns)}")
+    cols = [F.col(id_col).cast("string").alias("id"), F.col(text_col).cast("string").alias(_TEXT)]
+    if score_col:
+        cols.append(F.col(score_col).cast("double").alias(_SCORE))
+    return df.select(*cols).where(F.col("id").isNotNull()).repartition(_partitions(df.sparkSession), "id")
+
+
+def compute_band_hashes(items: DataFrame, cfg: DedupConfig, bands: int, rows: int) -> DataFrame:
+    """(id, band int, band_hash long): ``bands`` rows per item with at least one token."""
+    fn = functools.partial(minhash.band_batches, num_perm=cfg.num_perm, seed=cfg.seed, ngram=cfg.ngram,
+                           bands=bands, rows=rows, id_col="id", text_col=_TEXT)
+    per_item = items.select("id", _TEXT).mapInArrow(fn, "id string, band_hashes array<bigint>")
+    return per_item.select("id", F.posexplode("band_hashes").alias("band", "band_hash"))
+
+
+def compute_signatures(df: DataFrame, id_col: str, text_col: str, cfg: DedupConfig) -> DataFrame:
+    """(id string, signature array<bigint>) with ``cfg.num_perm`` values per row.
+
+    The dedup itself never materialises whole signatures (band hashes are all it needs);
+    this is for inspection, Jaccard estimates and tests.
+    """
+    fn = functools.partial(minhash.signature_batches, num_perm=cfg.num_perm, seed=cfg.seed, ngram=cfg.ngram,
+                           id_col="id", text_col=_TEXT)
+    return prepare_items(df, id_col, text_col).mapInArrow(fn, "id string, signature array<bigint>")
+
+
+def find_candidate_pairs(band_df: DataFrame, max_bucket_size: int) -> DataFrame:
+    """Distinct (id_a, id_b), id_a < id_b, of items that share a band hash in the same band.
+
+    A bucket of n <= ``max_bucket_size`` ids yields its n(n-1)/2 pairs. A larger bucket
+    (boilerplate, templated questions) would be quadratic, so it yields 2(n-1) pairs
+    instead: every member with the bucket's smallest id, and every member with its
+    predecessor in id order. When the bucket's members really are near-duplicates of each
+    other, those links verify and connect the whole bucket into one cluster. The recall
+    cost: a duplicate pair that shares only giant buckets and is neither a (smallest,
+    member) nor a neighbour pair is not verified itself -- it is still clustered when the
+    links around it verify, and lost (and absent from the pairs table) when they do not.
+    """
+    # Nearly every bucket holds one id. Collecting ids for all of them is slow (collect_list
+    # is an object aggregate: past a few hundred keys per task it falls back to sorting),
+    # so a count over the fixed-width key finds the shared buckets first and only their
+    # members are collected. band_df is read twice: the caller persists it.
+    shared = (band_df.groupBy("band", "band_hash").agg(F.count(F.lit(1)).alias("_dd_n"))
+              .where(F.col("_dd_n") > 1).select("band", "band_hash"))
+    buckets = (band_df.join(shared, ["band", "band_hash"], "left_semi")
+               .groupBy("band", "band_hash")
+               .agg(F.array_sort(F.collect_list("id")).alias("ids")))
+    # One explode for both kinds of bucket (a union of two branches would compute the
+    # buckets twice): member i pairs with members 0 .. i-1, or in a giant bucket with
+    # member 0 and member i-1 only.
+    n = F.size("ids")
+    partners = (F.when(n <= max_bucket_size, F.slice("ids", F.lit(1), F.col("i")))
+                .otherwise(F.array(F.col("ids")[0], F.col("ids")[F.greatest(F.col("i") - 1, F.lit(0))])))
+    return (buckets.select(F.posexplode("ids").alias("i", "id_b"), "ids")
+            .select(F.explode(partners).alias("id_a"), "id_b")
+            .where(F.col("id_a") < F.col("id_b"))  # an id listed twice in a bucket pairs with itself
+            .distinct())
+
+
+def verify_pairs(candidates: DataFrame, items: DataFrame, cfg: DedupConfig) -> DataFrame:
+    """(id_a, id_b, jaccard) for the candidates whose exact shingle Jaccard reaches the threshold."""
+    texts = items.select("id", _TEXT)
+    joined = (candidates
+              .join(texts.select(F.col("id").alias("id_a"), F.col(_TEXT).alias("text_a")), "id_a")
+              .join(texts.select(F.col("id").alias("id_b"), F.col(_TEXT).alias("text_b")), "id_b")
+              .select("id_a", "id_b", "text_a", "text_b"))
     fn = functools.partial(minhash.jaccard_batches, ngram=cfg.ngram)
-    scored = joined.mapInPandas(fn, "id_a string, id_b string, jaccard double")
-    return scored.where(F.col("jaccard") >= cfg.threshold)
+    scored = joined.mapInArrow(fn, PAIRS_SCHEMA)
+    return scored.where(F.col("jaccard") >= F.lit(cfg.threshold))
+
+
+def _materialize(df: DataFrame, reliable: bool) -> DataFrame:
+    return df.checkpoint(eager=True) if reliable else df.localCheckpoint(eager=True)
 
 
 def _large_star(e: DataFrame) -> DataFrame:
-    both = e.unionByName(e.select(F.col("v").alias("u"), F.col("u").alias("v")))
-    mins = both.groupBy("u").agg(F.min("v").alias("mv")).select("u", F.least("u", "mv").alias("m"))
-    return (both.join(mins, "u").where(F.col("v") > F.col("u"))
-            .select(F.col("v").alias("u"), F.col("m").alias("v")).where(F.col("u") != F.col("v")).distinct())
+    """Every node's larger neighbours move to the smallest node of its closed neighbourhood."""
+    nbr = e.unionByName(e.select(F.col("v").alias("u"), F.col("u").alias("v")))
+    m = F.least(F.col("u"), F.min("v").over(Window.partitionBy("u")))
+    # No distinct here: small-star's minimum ignores repeated edges and its own distinct drops them.
+    return (nbr.withColumn("m", m).where(F.col("v") > F.col("u"))
+            .select(F.col("v").alias("u"), F.col("m").alias("v")))
 
 
 def _small_star(e: DataFrame) -> DataFrame:
-    o = e.select(F.greatest("u", "v").alias("u"), F.least("u", "v").alias("v")).distinct()
-    mins = o.groupBy("u").agg(F.min("v").alias("m"))
-    linked = o.join(mins, "u").select(F.col("v").alias("u"), F.col("m").alias("v"))
-    return linked.unionByName(mins.select("u", F.col("m").alias("v"))).where(F.col("u") != F.col("v")).distinct()
+    """Every node and its smaller neighbours move to the smallest of them."""
+    down = e.select(F.greatest("u", "v").alias("u"), F.least("u", "v").alias("v"))
+    down = down.withColumn("m", F.min("v").over(Window.partitionBy("u")))
+    moved = down.select(F.col("v").alias("u"), F.col("m").alias("v"))
+    own = down.select("u", F.col("m").alias("v"))
+    return moved.unionByName(own).where(F.col("u") != F.col("v")).distinct()
 
 
-def connected_components(edges: DataFrame, max_iterations: int = 50) -> tuple[DataFrame, int]:
-    """(id, cluster_id = smallest id of its component) for every node on an edge.
+def _is_star_forest(e: DataFrame) -> bool:
+    """True when every edge (child u > parent v) hangs off a root: no node has two parents
+    and no parent has a parent. Connectivity is preserved by both star steps, so each
+    star is then one whole component, centred on its smallest id."""
+    roles = (e.select(F.col("u").alias("n"), F.lit(1).alias("as_child"), F.lit(0).alias("as_parent"))
+             .unionByName(e.select(F.col("v").alias("n"), F.lit(0).alias("as_child"), F.lit(1).alias("as_parent"))))
+    bad = (roles.groupBy("n").agg(F.sum("as_child").alias("c"), F.max("as_parent").alias("p"))
+           .where((F.col("c") > 1) | ((F.col("c") >= 1) & (F.col("p") == 1))))
+    return bad.limit(1).count() == 0
 
-    Alternating large-star and small-star (Kiveris et al., 2014) until the edge set stops
-    changing; every round is checkpointed so the lineage stays short on long chains.
+
+def connected_components(edges: DataFrame, src: str = "id_a", dst: str = "id_b", max_iterations: int = 50,
+                         checkpoint_interval: int = 3) -> tuple[DataFrame, int]:
+    """(id, cluster_id) for every node on an edge; cluster_id is the component's smallest id.
+    The labels come back persisted.
+
+    Alternating large-star and small-star (Kiveris et al., "Connected Components in
+    MapReduce and Beyond", SoCC 2014), each a window aggregate plus a distinct, until the
+    edge set is a star forest (converges in O(log n) rounds). Each round's edges are
+    persisted (the next round and the convergence test both read them); every
+    ``checkpoint_interval`` rounds they are checkpointed -- reliably when the session has a
+    checkpoint directory, locally otherwise -- so a long chain does not grow the plan
+    without bound. Returns the labels and the number of rounds run.
     """
     spark = edges.sparkSession
-    e = edges.select(F.col("id_a").alias("u"), F.col("id_b").alias("v")).where(F.col("u") != F.col("v")).distinct()
-    use_checkpoint = bool(spark.sparkContext.getCheckpointDir())
-    e = e.checkpoint() if use_checkpoint else e.localCheckpoint()
-    for it in range(1, max_iterations + 1):
+    reliable = bool(spark.sparkContext.getCheckpointDir())
+    e = (edges.select(F.greatest(src, dst).alias("u"), F.least(src, dst).alias("v"))
+         .where(F.col("u") != F.col("v")).distinct())
+    e = _materialize(e, reliable)
+    rounds, converged = 0, _is_star_forest(e)
+    while not converged:
+        if rounds >= max_iterations:
+            raise RuntimeError(f"connected components did not converge in {max_iterations} rounds "
+                               "(raise max_cc_iterations)")
+        rounds += 1
         nxt = _small_star(_large_star(e))
-        nxt = nxt.checkpoint() if use_checkpoint else nxt.localCheckpoint()
-        changed = nxt.exceptAll(e).limit(1).count() + e.exceptAll(nxt).limit(1).count()
+        nxt = _materialize(nxt, reliable) if rounds % checkpoint_interval == 0 else nxt.persist()
+        converged = _is_star_forest(nxt)  # its aggregate reads every partition: nxt is cached before e goes
+        e.unpersist()
         e = nxt
-        if changed == 0:
-            break
+    labels = e.select(F.col("u").alias("id"), F.col("v").alias("cluster_id")).unionByName(
+        e.select(F.col("v").alias("id"), F.col("v").alias("cluster_id"))).distinct().persist()
+    labels.count()
+    e.unpersist()
+    return labels, rounds
+
+
+def assign_clusters(items: DataFrame, labels: DataFrame, score: bool = False) -> DataFrame:
+    """(id, cluster_id, keep) for every item: singletons are their own kept cluster; in a
+    cluster the kept row is the smallest id, or the highest score (ties and nulls: smallest id)."""
+    cols = ["id", _SCORE] if score else ["id"]
+    out = (items.select(*cols).join(labels, "id", "left")
+           .withColumn("cluster_id", F.coalesce(F.col("cluster_id"), F.col("id"))))
+    if score:
+        w = Window.partitionBy("cluster_id").orderBy(F.col(_SCORE).desc_nulls_last(), F.col("id").asc())
+        out = out.withColumn("keep", F.row_number().over(w) == 1)
     else:
-        raise RuntimeError(f"connected components did not converge in {max_iterations} iterations")
-    both = e.unionByName(e.select(F.col("v").alias("u"), F.col("u").alias("v")))
-    labels = both.groupBy("u").agg(F.min("v").alias("mv")).select(
-        F.col("u").alias("id"), F.least("u", "mv").alias("cluster_id"))
-    return labels, it
+        out = out.withColumn("keep", F.col("id") == F.col("cluster_id"))
+    return out.select("id", "cluster_id", "keep")
 
 
 def find_duplicate_clusters(df: DataFrame, id_col: str, text_col: str, cfg: DedupConfig,
                             score_col: Optional[str] = None) -> tuple[DataFrame, DataFrame, DedupStats]:
-    """Pure transform: (clusters: id, cluster_id, keep) for every input row, (pairs: id_a, id_b, jaccard)."""
+    """The whole dedup as one transform.
+
+    Returns ``(clusters, pairs, stats)``: clusters (id, cluster_id, keep) holds every row of
+    ``df`` with a non-null id; pairs (id_a < id_b, jaccard) the verified near-duplicate
+    pairs. Both come back persisted (the caller writes them, then may unpersist them).
+    ``score_col`` (or ``cfg.score_col`` when ``cfg.keep == 'highest_score'``) picks the kept
+    row. Raises ValueError when ids repeat: an id must identify one text.
+    """
     stats = DedupStats()
     bands, rows = lsh_params(cfg)
     stats.bands, stats.rows_per_band = bands, rows
-    t = cfg.threshold
-    stats.s_curve = {f"{s:.2f}": float(minhash.candidate_probability(s, bands, rows))
-                     for s in (max(0.0, t - 0.1), t, min(1.0, t + 0.1))}
-    log.info("minhash lsh: b=%d r=%d; P(candidate | jaccard) = %s", bands, rows, stats.s_curve)
-    score_col = score_col or (cfg.score_col if cfg.keep == "highest_score" else None)
-    cols = [F.col(id_col).cast("string").alias("id"), F.col(text_col).cast("string").alias("text")]
-    if score_col:
-        cols.append(F.col(score_col).cast("double").alias("score"))
-    items = df.select(*cols).dropDuplicates(["id"]).persist()
-    stats.rows = items.count()
-    band_df = compute_band_hashes(items, "id", "text", cfg, bands, rows)
+    stats.s_curve = s_curve(cfg.threshold, bands, rows)
+    log.info("dedup: threshold=%.2f ngram=%d num_perm=%d -> b=%d bands x r=%d rows; P(candidate | J): %s",
+             cfg.threshold, cfg.ngram, cfg.num_perm, bands, rows,
+             ", ".join(f"{s}: {p:.3f}" for s, p in stats.s_curve.items()))
+    if score_col is None and cfg.keep == "highest_score":
+        score_col = cfg.score_col
+
+    # persist justification: items feed the signatures, the verification join and the
+    # final cluster table; reading and filtering the source three times costs more.
+    items = prepare_items(df, id_col, text_col, score_col).persist()
+    row = items.agg(F.count(F.lit(1)).alias("n"), F.countDistinct("id").alias("ids"),
+                    F.sum(F.when(F.coalesce(F.length(_TEXT), F.lit(0)) == 0, 1).otherwise(0)).alias("empty")).first()
+    if row["n"] != row["ids"]:
+        items.unpersist()
+        raise ValueError(f"column {id_col!r} is not a key: {row['n'] - row['ids']} rows repeat an id")
+    stats.rows, stats.empty_texts = int(row["n"]), int(row["empty"] or 0)
+
+    # persist justification: the band rows are the Python UDF's output and the candidate
+    # search reads them twice (bucket sizes, then the members of shared buckets).
+    band_df = compute_band_hashes(items, cfg, bands, rows).persist()
     candidates = find_candidate_pairs(band_df, cfg.max_bucket_size).persist()
     stats.candidate_pairs = candidates.count()
+    band_df.unpersist()
+    # persist justification: the pairs are counted, fed to the components and returned for writing.
     pairs = verify_pairs(candidates, items, cfg).persist()
     stats.verified_pairs = pairs.count()
-    labels, stats.cc_iterations = connected_components(pairs, cfg.max_cc_iterations)
-    clustered = items.join(labels, "id", "left").withColumn("cluster_id", F.coalesce("cluster_id", "id"))
-    if score_col:
-        from pyspark.sql.window import Window
-
-        w = Window.partitionBy("cluster_id").orderBy(F.col("score").desc_nulls_last(), F.col("id"))
-        clustered = clustered.withColumn("keep", F.row_number().over(w) == 1)
-    else:
-        clustered = clustered.withColumn("keep", F.col("id") == F.col("cluster_id"))
-    clusters = clustered.select("id", "cluster_id", "keep").persist()
-    stats.clusters = clusters.select("cluster_id").distinct().count()
-    stats.removed = clusters.where(~F.col("keep")).count()
     candidates.unpersist()
+
+    labels, stats.cc_iterations = connected_components(pairs, max_iterations=cfg.max_cc_iterations)
+    sizes = labels.agg(F.count(F.lit(1)).alias("members"), F.countDistinct("cluster_id").alias("clusters")).first()
+    stats.clusters = int(sizes["clusters"])
+    stats.removed = int(sizes["members"]) - stats.clusters  # each cluster keeps exactly one member
+    clusters = assign_clusters(items, labels, score=bool(score_col)).persist()
+    clusters.count()
+    labels.unpersist()
     items.unpersist()
-    return clusters, pairs.select("id_a", "id_b", "jaccard"), stats
+    log.info("dedup: %s", stats.summary())
+    return clusters, pairs, stats
 
 
-def _record(ctx: StageContext, stats: DedupStats) -> None:
+def remove_duplicates(df: DataFrame, clusters: DataFrame, id_col: str) -> DataFrame:
+    """``df`` without the rows a dedup run marked ``keep = false``."""
+    drop = clusters.where(~F.col("keep")).select(F.col("id").alias("_dd_drop_id"))
+    return df.join(drop, F.col(id_col).cast("string") == F.col("_dd_drop_id"), "left_anti")
+
+
+# --------------------------------------------------------------------------- stages
+
+
+def _run(ctx, table: str, id_col: str, text_col: str, cfg: DedupConfig, prefix: str) -> None:
+    inputs, outputs = STAGE_IO[ctx.stage]
+    if ctx.up_to_date(inputs, outputs):
+        log.info("[%s] up to date: %s and its config are unchanged since the last run", ctx.stage, table)
+        ctx.count("skipped_up_to_date", 1)
+        return
+    spark = ctx.spark
+    if ctx.store.exists(table):
+        src = ctx.store.read(table).where(F.col("status") == "ok")
+        clusters, pairs, stats = find_duplicate_clusters(src, id_col, text_col, cfg)
+    else:
+        log.warning("[%s] %s does not exist: writing empty results", ctx.stage, table)
+        clusters, pairs = spark.createDataFrame([], CLUSTERS_SCHEMA), spark.createDataFrame([], PAIRS_SCHEMA)
+        stats = DedupStats()
+        stats.bands, stats.rows_per_band = lsh_params(cfg)
+        stats.s_curve = s_curve(cfg.threshold, stats.bands, stats.rows_per_band)
+    ctx.store.overwrite(f"{prefix}_clusters", clusters)
+    ctx.store.overwrite(f"{prefix}_pairs", pairs)
+    clusters.unpersist()
+    pairs.unpersist()
     ctx.count("in", stats.rows)
     ctx.count("candidate_pairs", stats.candidate_pairs)
     ctx.count("verified_pairs", stats.verified_pairs)
     ctx.count("clusters", stats.clusters)
     ctx.count("dropped_near_duplicate", stats.removed)
-    ctx.metrics.update({"bands": stats.bands, "rows_per_band": stats.rows_per_band,
-                        "cc_iterations": stats.cc_iterations,
-                        **{f"p_candidate_at_{k}": v for k, v in stats.s_curve.items()}})
+    ctx.metrics.update({"b": stats.bands, "r": stats.rows_per_band, "cc_iterations": stats.cc_iterations,
+                        **{f"p_candidate_at_{s}": p for s, p in stats.s_curve.items()}})
 
 
-def _run(ctx: StageContext, table: str, id_col: str, cfg: DedupConfig, prefix: str) -> None:
-    inputs, outputs = STAGE_IO[ctx.stage]
-    if ctx.up_to_date(inputs, outputs):
-        ctx.count("skipped_up_to_date", 1)
-        return
-    df = ctx.store.read(table).where(F.col("status") == "ok")
-    text_col = "question" if table == "questions" else "text"
-    clusters, pairs, stats = find_duplicate_clusters(df, id_col, text_col, cfg)
-    ctx.store.overwrite(f"{prefix}_clusters", clusters)
-    ctx.store.overwrite(f"{prefix}_pairs", pairs)
-    clusters.unpersist()
-    _record(ctx, stats)
+def run_doc_dedup(ctx) -> None:
+    _run(ctx, "documents", "doc_id", "text", ctx.cfg.doc_dedup, "dedup_documents")
 
 
-def run_doc_dedup(ctx: StageContext) -> None:
-    _run(ctx, "documents", "doc_id", ctx.cfg.doc_dedup, "dedup_documents")
+def run_question_dedup(ctx) -> None:
+    _run(ctx, "questions", "question_id", "question", ctx.cfg.question_dedup, "dedup_questions")
 
 
-def run_question_dedup(ctx: StageContext) -> None:
-    _run(ctx, "questions", "question_id", ctx.cfg.question_dedup, "dedup_questions")
+# --------------------------------------------------------------------------- entry points
 
 
-def read_any(spark, path: str, fmt: str) -> DataFrame:
+def read_any(spark: SparkSession, path: str, fmt: str) -> DataFrame:
+    """A table from a path: jsonl, parquet or delta (native or through the bridge)."""
     if fmt == "jsonl":
         return spark.read.json(path)
     if fmt == "parquet":
         return spark.read.parquet(path)
-    from jobs.common.config import StorageConfig
-    from jobs.common.storage import make_backend
+    if fmt == "delta":
+        from jobs.common.config import StorageConfig
+        from jobs.common.storage import make_backend
 
-    return make_backend(spark, StorageConfig(root="/")).read(path)
+        return make_backend(spark, StorageConfig(root="/")).read(path)
+    raise ValueError(f"unknown input format {fmt!r}: jsonl, parquet or delta")
 
 
-def cli_main(argv: Optional[list[str]] = None) -> int:
-    p = argparse.ArgumentParser(prog="nr dedup", description="Near-duplicate clusters of any table (word MinHash LSH).")
-    p.add_argument("--input", required=True)
+def cli_main(argv: list[str]) -> int:
+    """``nr dedup``: clusters and verified pairs of any table, written as Parquet."""
+    p = argparse.ArgumentParser(prog="nr dedup",
+                                description="Near-duplicate clusters of any table (word MinHash LSH, verified pairs).")
+    p.add_argument("--input", required=True, help="file or folder")
     p.add_argument("--input-format", choices=["jsonl", "parquet", "delta"], required=True)
-    p.add_argument("--id-col", required=True)
+    p.add_argument("--id-col", required=True, help="a key column (cast to string)")
     p.add_argument("--text-col", required=True)
-    p.add_argument("--output", required=True)
-    p.add_argument("--threshold", type=float, default=0.55)
-    p.add_argument("--ngram", type=int, default=1)
-    p.add_argument("--num-perm", type=int, default=128)
+    p.add_argument("--output", required=True, help="folder: writes OUTPUT/clusters and OUTPUT/pairs")
+    p.add_argument("--threshold", type=float, default=0.55, help="word-shingle Jaccard threshold (default 0.55)")
+    p.add_argument("--ngram", type=int, default=1, help="word n-gram shingle size (default 1)")
+    p.add_argument("--num-perm", type=int, default=DedupConfig.model_fields["num_perm"].default)
+    p.add_argument("--bands", type=int, default=None, help="override the bands chosen from the threshold")
+    p.add_argument("--rows", type=int, default=None, help="rows per band, with --bands")
+    p.add_argument("--seed", type=int, default=DedupConfig.model_fields["seed"].default)
+    p.add_argument("--score-col", default=None, help="keep the highest-scoring row of a cluster, not the lowest id")
+    p.add_argument("--max-bucket-size", type=int, default=DedupConfig.model_fields["max_bucket_size"].default)
     p.add_argument("--master", default=None, help="Spark master for a local run (default local[<cores>])")
     args = p.parse_args(argv)
+
+    from pydantic import ValidationError
+
     from jobs.common.config import SparkConfig
     from jobs.common.spark import get_spark
     from jobs.pipeline import setup_logging
 
     setup_logging("INFO")
-    cfg = DedupConfig(threshold=args.threshold, ngram=args.ngram, num_perm=args.num_perm)
-    spark = get_spark(SparkConfig(master=args.master), checkpoint_dir=f"{args.output.rstrip('/')}/_checkpoints")
+    try:
+        cfg = DedupConfig(threshold=args.threshold, ngram=args.ngram, num_perm=args.num_perm, bands=args.bands,
+                          rows=args.rows, seed=args.seed, max_bucket_size=args.max_bucket_size,
+                          keep="highest_score" if args.score_col else "lowest_id", score_col=args.score_col)
+    except ValidationError as e:
+        problems = "; ".join(f"--{'-'.join(map(str, err['loc'])).replace('_', '-')}: {err['msg']}"
+                             if err["loc"] else err["msg"] for err in e.errors())
+        print(f"error: {problems}", file=sys.stderr)
+        return 2
+    out = args.output.rstrip("/")
+    spark = get_spark(SparkConfig(master=args.master), checkpoint_dir=f"{out}/_checkpoints")
     df = read_any(spark, args.input, args.input_format)
-    missing = [c for c in (args.id_col, args.text_col) if c not in df.columns]
+    missing = [c for c in (args.id_col, args.text_col, args.score_col) if c and c not in df.columns]
     if missing:
-        print(f"error: columns {missing} not in {args.input}; columns: {sorted(df.columns)}", file=sys.stderr)
+        print(f"error: {args.input} has no column {', '.join(missing)}; columns: {', '.join(sorted(df.columns))}",
+              file=sys.stderr)
         return 2
     t0 = time.monotonic()
-    clusters, pairs, stats = find_duplicate_clusters(df, args.id_col, args.text_col, cfg)
-    clusters.write.mode("overwrite").parquet(f"{args.output}/clusters")
-    pairs.write.mode("overwrite").parquet(f"{args.output}/pairs")
-    print(f"rows={stats.rows} bands={stats.bands} rows_per_band={stats.rows_per_band} "
-          f"candidate_pairs={stats.candidate_pairs} verified_pairs={stats.verified_pairs} "
-          f"clusters={stats.clusters} removed={stats.removed} seconds={time.monotonic() - t0:.1f}")
+    try:
+        clusters, pairs, stats = find_duplicate_clusters(df, args.id_col, args.text_col, cfg)
+    except ValueError as e:
+        print(f"error: {e}", file=sys.stderr)
+        return 2
+    clusters.write.mode("overwrite").parquet(f"{out}/clusters")
+    pairs.write.mode("overwrite").parquet(f"{out}/pairs")
+    clusters.unpersist()
+    pairs.unpersist()
+    wall = time.monotonic() - t0
+    print(f"rows:             {stats.rows}")
+    print(f"lsh:              b={stats.bands} r={stats.rows_per_band}; P(candidate | J) "
+          + ", ".join(f"{s}: {p:.3f}" for s, p in stats.s_curve.items()))
+    print(f"candidate pairs:  {stats.candidate_pairs}")
+    print(f"verified pairs:   {stats.verified_pairs}")
+    print(f"clusters:         {stats.clusters} (of two or more rows)")
+    print(f"removed:          {stats.removed}")
+    print(f"output:           {out}/clusters, {out}/pairs ({wall:.1f}s, {stats.rows / max(wall, 1e-9):.0f} rows/s)")
     return 0
 
 
 def main(argv: Optional[list[str]] = None) -> int:
+    """``spark-submit jobs/dedup.py --config conf/emr.yaml``: the question_dedup stage."""
     from jobs.pipeline import stage_main
 
     return stage_main("question_dedup", argv)

@@ -21,14 +21,26 @@ from tests.conftest import REPO, SHARED_DATA
 from udfs.llm import scripted_pipeline
 
 SCRIPT = "udfs.llm.scripted_pipeline:respond"
-FILLER = (
-    "We start from the definitions and derive each step. Since the quantity is positive, we compute it "
-    "directly; therefore the bound holds. Substituting the values, we get the same result again, which "
-    "means the first step was right. Suppose instead the opposite held; then it follows that the sum is "
-    "negative, a contradiction. Hence the claim. Thus the answer is determined because each case was "
-    "checked and we solve the remaining equation, consider the edge case, assume nothing more, and derive "
-    "the final value step by step. " * 3
-)
+# Each planted page gets its own worked-reasoning filler: with one shared filler the two pages
+# are near-duplicates of each other (5-gram Jaccard 0.59) and doc dedup rightly drops one.
+FILLERS = {
+    "math": (
+        "We start from the definitions and derive each step. Since the quantity is positive, we compute it "
+        "directly; therefore the bound holds. Substituting the values, we get the same result again, which "
+        "means the first step was right. Suppose instead the opposite held; then it follows that the sum is "
+        "negative, a contradiction. Hence the claim. Thus the answer is determined because each case was "
+        "checked and we solve the remaining equation, consider the edge case, assume nothing more, and derive "
+        "the final value step by step. " * 3
+    ),
+    "mmlu-pro": (
+        "Consider each option in turn and assume it is true. If the first option held, then the observed "
+        "effect would vanish, so it follows that we reject it; therefore only the later options remain. "
+        "Because the measured rate grows with temperature, we derive that the process is activated, and hence "
+        "the second option fails as well. Suppose the third option holds: substituting the given values we "
+        "solve for the constant and compute a positive number, which means the claim survives the check. "
+        "Thus we keep it, since every other case was ruled out step by step. " * 3
+    ),
+}
 
 
 def _survives_scripted_model(text: str) -> bool:
@@ -50,7 +62,7 @@ def benchmark_docs() -> list[dict]:
         pro_qs = [q for q in (json.loads(line)["question"] for line in f) if 20 <= len(q.split()) <= 35]
     docs = []
     for name, qs in (("math", math_qs), ("mmlu-pro", pro_qs)):
-        text = next(t for t in (q + "\n\n" + FILLER for q in qs) if _survives_scripted_model(t))
+        text = next(t for t in (q + "\n\n" + FILLERS[name] for q in qs) if _survives_scripted_model(t))
         docs.append({"url": f"https://contaminated.example/{name}", "text": text})
     return docs
 

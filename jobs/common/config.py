@@ -241,8 +241,9 @@ class DedupConfig(_Model):
     num_perm: int = Field(128, ge=8)
     bands: Optional[int] = Field(None, ge=1, description="override the bands chosen from the threshold")
     rows: Optional[int] = Field(None, ge=1)
-    false_positive_weight: float = Field(0.3, ge=0, le=1)
-    false_negative_weight: float = Field(0.7, ge=0, le=1)
+    false_positive_weight: float = Field(0.1, ge=0, le=1)
+    false_negative_weight: float = Field(
+        0.9, ge=0, le=1, description="recall-leaning: a missed duplicate is lost, a false candidate only costs a check")
     seed: int = 42
     max_bucket_size: int = Field(
         1000, ge=2, description="larger LSH buckets are linked as a chain to the bucket's smallest id, not all pairs"
