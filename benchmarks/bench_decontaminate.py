@@ -31,7 +31,6 @@ from __future__ import annotations
 
 import argparse
 import contextlib
-import importlib.util
 import io
 import json
 import os
@@ -53,15 +52,11 @@ FRAMES = ["{}", "Question: {}", "{} What is the answer?", "Explain: {}", "Can yo
 
 
 def load_janitor_module():
-    spec = importlib.util.find_spec("lm_eval")
-    if spec is None:
+    from udfs.ngrams import lm_eval_janitor
+
+    mod = lm_eval_janitor()
+    if mod is None:
         sys.exit("lm-eval is not installed: .venv/bin/python -m pip install --no-deps lm-eval==0.4.13")
-    path = os.path.join(spec.submodule_search_locations[0], "decontamination", "janitor.py")
-    mod_spec = importlib.util.spec_from_file_location("lm_eval_janitor", path)
-    mod = importlib.util.module_from_spec(mod_spec)
-    # The module prints a warning and a traceback when its C++ helper is absent.
-    with contextlib.redirect_stdout(io.StringIO()), contextlib.redirect_stderr(io.StringIO()):
-        mod_spec.loader.exec_module(mod)
     return mod
 
 

@@ -1,9 +1,6 @@
 """13-gram decontamination: the lm-eval rule by hand-worked examples, then against the real
 benchmark files in ../shared/data and against lm-eval's own janitor."""
-import contextlib
 import csv
-import importlib.util
-import io
 import json
 import os
 import random
@@ -270,16 +267,9 @@ def test_cli_writes_the_contamination_table(spark, tmp_path):
 
 
 def load_lm_eval_janitor():
-    """lm-eval's ``decontamination/janitor.py`` loaded by file path (without lm_eval/__init__ and
-    its import-time warning); skips the test when lm-eval is not installed."""
-    spec = importlib.util.find_spec("lm_eval")
-    if spec is None:
+    mod = ngrams.lm_eval_janitor()
+    if mod is None:
         pytest.skip("lm-eval not installed: pip install --no-deps lm-eval==0.4.13")
-    path = os.path.join(spec.submodule_search_locations[0], "decontamination", "janitor.py")
-    mod_spec = importlib.util.spec_from_file_location("lm_eval_janitor", path)
-    mod = importlib.util.module_from_spec(mod_spec)
-    with contextlib.redirect_stdout(io.StringIO()), contextlib.redirect_stderr(io.StringIO()):
-        mod_spec.loader.exec_module(mod)
     return mod
 
 

@@ -210,3 +210,26 @@ def matched_ngram_batches(batches: Iterable, *, n: int, text_cols: list[str], to
             hashed = (WHOLE + g) if g is not None and len(tokens(text)) < n else g
             out.append(g if g is not None and gram_hash(hashed) == h else None)
         yield pdf.assign(matched_ngram=out)
+
+
+def lm_eval_janitor():
+    """lm-eval-harness's ``decontamination/janitor.py`` module, the reference our rules are
+    checked against, or None when lm-eval is not installed (``pip install --no-deps lm-eval``).
+
+    Loaded by file path so ``lm_eval/__init__`` and its heavy imports are not pulled in; the
+    module's own warning about its missing C++ helper is silenced.
+    """
+    import contextlib
+    import importlib.util
+    import io
+    import os
+
+    spec = importlib.util.find_spec("lm_eval")
+    if spec is None:
+        return None
+    path = os.path.join(spec.submodule_search_locations[0], "decontamination", "janitor.py")
+    mod_spec = importlib.util.spec_from_file_location("lm_eval_janitor", path)
+    mod = importlib.util.module_from_spec(mod_spec)
+    with contextlib.redirect_stdout(io.StringIO()), contextlib.redirect_stderr(io.StringIO()):
+        mod_spec.loader.exec_module(mod)
+    return mod
