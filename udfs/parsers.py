@@ -248,27 +248,33 @@ def parse_verdict(text: Optional[str]) -> dict:
 
 # JSON schemas for structured decoding, where the engine supports it (vLLM). The parsers
 # above stay the source of truth: a schema only makes a parseable answer more likely.
+# additionalProperties false: without it a constrained small model may keep inventing keys
+# until max_tokens cuts the object off.
 SCHEMAS: dict[str, dict] = {
     "annotation": {
         "type": "object",
+        "additionalProperties": False,
         "properties": {**{a: {"type": "integer", "minimum": 0, "maximum": AXIS_MAX} for a in AXES},
                        "domain": {"type": "string", "maxLength": 40}},
         "required": [*AXES, "domain"],
     },
     "question": {
         "type": "object",
+        "additionalProperties": False,
         "properties": {"question": {"type": "string", "minLength": 20, "maxLength": 1500},
                        "reference_answer": {"type": ["string", "null"], "maxLength": 400}},
         "required": ["question", "reference_answer"],
     },
     "quality": {
         "type": "object",
+        "additionalProperties": False,
         "properties": {"question_quality_score": {"type": "integer", "minimum": 1, "maximum": 10},
                        "improved_question": {"type": "string", "maxLength": 1500}},
         "required": ["question_quality_score", "improved_question"],
     },
     "verdict": {
         "type": "object",
+        "additionalProperties": False,
         "properties": {"verdict": {"type": "string", "enum": ["Yes", "No"]},
                        "explanation": {"type": "string", "maxLength": 600}},
         "required": ["verdict", "explanation"],

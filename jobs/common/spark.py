@@ -68,11 +68,6 @@ def _build_local(cfg: SparkConfig) -> SparkSession:
     return spark
 
 
-def spark_version(spark: SparkSession) -> tuple[int, int]:
-    major, minor = spark.version.split(".")[:2]
-    return int(major), int(minor)
-
-
 def is_local(spark: SparkSession) -> bool:
     return spark.sparkContext.master.startswith("local")
 
