@@ -40,6 +40,7 @@ import time
 
 REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 sys.path.insert(0, REPO)
+from benchmarks.greedy_timing import time_greedy_chat  # noqa: E402
 
 
 def bench_udf(rows: int, n: int, batch_size: int) -> dict:
@@ -125,7 +126,6 @@ def respond_prompts(count: int) -> list[list[dict]]:
 
 
 def bench_model(n_prompts: int, max_tokens: int, doc_chars: int, threads: int, which: str) -> dict:
-    from udfs.llm.base import Sampling
     from udfs.llm.engines import build_engine
     from udfs.llm.models import bundled_gguf
 
@@ -135,21 +135,7 @@ def bench_model(n_prompts: int, max_tokens: int, doc_chars: int, threads: int, w
     eng = build_engine({"engine": "transformers", "model": "smollm2-135m", "max_model_len": 2048,
                         "too_long": "truncate", "torch_threads": threads})
     load_s = time.perf_counter() - t0
-    s = Sampling(temperature=0.0, max_tokens=max_tokens)
-    eng.chat(convs[:2], [Sampling(temperature=0.0, max_tokens=4)] * 2)  # warm-up, not timed
-    runs = {}
-    for batch in (1, 8):
-        texts, new_tokens, prompt_tokens = [], 0, 0
-        t0 = time.perf_counter()
-        for start in range(0, len(convs), batch):
-            part = convs[start:start + batch]
-            for [c] in eng.chat(part, [s] * len(part)):
-                texts.append(c.text)
-                new_tokens += c.completion_tokens
-                prompt_tokens += c.prompt_tokens
-        wall = time.perf_counter() - t0
-        runs[batch] = {"wall_s": wall, "new_tokens": new_tokens, "prompt_tokens": prompt_tokens,
-                       "tokens_per_s": new_tokens / wall, "texts": texts}
+    runs = {batch: time_greedy_chat(eng, convs, batch, max_tokens) for batch in (1, 8)}
     return {"load_s": load_s, "prompts": len(convs), "runs": runs}
 
 

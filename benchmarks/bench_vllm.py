@@ -32,6 +32,7 @@ import time
 
 REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 sys.path.insert(0, REPO)
+from benchmarks.greedy_timing import time_greedy_chat  # noqa: E402
 ENGINES = ("transformers", "vllm")
 
 
@@ -49,27 +50,14 @@ def _prompts(n: int) -> list[list[dict]]:
 
 def engine_worker(engine: str, n_prompts: int, max_tokens: int, batch_size: int) -> dict:
     """Runs in a child process; prints one JSON line."""
-    from udfs.llm.base import Sampling
     from udfs.llm.engines import build_engine
 
     convs = _prompts(n_prompts)
-    s = Sampling(temperature=0.0, max_tokens=max_tokens)
     t0 = time.perf_counter()
     eng = build_engine({"engine": engine, "model": "smollm2-135m", "max_model_len": 2048, "too_long": "truncate"})
     load_s = time.perf_counter() - t0
-    eng.chat(convs[:2], [Sampling(temperature=0.0, max_tokens=4)] * 2)  # warm-up, not timed
-    texts, prompt_tokens, new_tokens = [], 0, 0
-    t0 = time.perf_counter()
-    for start in range(0, len(convs), batch_size):
-        part = convs[start:start + batch_size]
-        for [c] in eng.chat(part, [s] * len(part)):
-            texts.append(c.text)
-            prompt_tokens += c.prompt_tokens
-            new_tokens += c.completion_tokens
-    gen_s = time.perf_counter() - t0
-    return {"engine": engine, "load_s": load_s, "gen_s": gen_s, "prompts": len(convs), "prompt_tokens": prompt_tokens,
-            "new_tokens": new_tokens, "tokens_per_s": new_tokens / gen_s, "prompt_tokens_per_s": prompt_tokens / gen_s,
-            "texts": texts}
+    r = time_greedy_chat(eng, convs, batch_size, max_tokens)
+    return {"engine": engine, "load_s": load_s, "gen_s": r.pop("wall_s"), "prompts": len(convs), **r}
 
 
 def pipeline_worker(engine: str, docs: int, root: str) -> dict:
