@@ -1,11 +1,17 @@
 """Near-duplicate removal: word MinHash LSH, exact verification, distributed connected components.
 
     items (id, text)            one row per key; status 'ok' rows of the stage's table
-      -> band hashes            mapInArrow over Arrow batches (udfs.minhash), b rows per text
-      -> candidate pairs        group by (band, band_hash); giant buckets linked linearly
-      -> verified pairs         exact word-shingle Jaccard >= threshold on every candidate
+      -> docs                   mapInArrow over Arrow batches (udfs.minhash): b band hashes and
+                                the sorted shingle-hash set of every text, tokenized once
+      -> candidate pairs        band rows partitioned and sorted by band hash, each bucket's
+                                run paired in Python; giant buckets linked linearly; pairs
+                                whose shingle counts rule out the threshold skipped
+      -> verified pairs         Jaccard of the two shingle-hash sets >= threshold on every
+                                candidate (numpy; the sets broadcast when they are small)
       -> connected components   alternating large-star / small-star over DataFrames
       -> clusters               (id, cluster_id, keep) for every item; one kept row per cluster
+
+Each step's wall time is logged at INFO ("dedup step ...").
 
 The result identifies duplicates; removing them is an anti-join on ``keep = false``, done by
 the stages that read ``dedup_*_clusters`` (annotate for documents, the question stages and
@@ -76,6 +82,19 @@ class DedupStats:
                 f"clusters={self.clusters} removed={self.removed} (b={self.bands} r={self.rows_per_band}; {curve})")
 
 
+class _Steps:
+    """Wall-clock time of each dedup step, logged at INFO as it ends (for tuning and for users)."""
+
+    def __init__(self):
+        self.t0 = self.last = time.monotonic()
+
+    def done(self, step: str, detail: str = "") -> None:
+        now = time.monotonic()
+        log.info("dedup step %-22s %6.1fs (total %6.1fs)%s", step, now - self.last, now - self.t0,
+                 f"  {detail}" if detail else "")
+        self.last = now
+
+
 # --------------------------------------------------------------------------- LSH parameters
 
 
@@ -114,12 +133,12 @@ def prepare_items(df: DataFrame, id_col: str, text_col: str, score_col: Optional
     return df.select(*cols).where(F.col("id").isNotNull()).repartition(_partitions(df.sparkSession), "id")
 
 
-def compute_band_hashes(items: DataFrame, cfg: DedupConfig, bands: int, rows: int) -> DataFrame:
-    """(id, band int, band_hash long): ``bands`` rows per item with at least one token."""
-    fn = functools.partial(minhash.band_batches, num_perm=cfg.num_perm, seed=cfg.seed, ngram=cfg.ngram,
+def compute_docs(items: DataFrame, cfg: DedupConfig, bands: int, rows: int) -> DataFrame:
+    """(id, band_hashes array<bigint>, shingles binary): one row per item with at least one token;
+    ``shingles`` is its sorted set of 64-bit shingle hashes packed as bytes, for verification."""
+    fn = functools.partial(minhash.doc_batches, num_perm=cfg.num_perm, seed=cfg.seed, ngram=cfg.ngram,
                            bands=bands, rows=rows, id_col="id", text_col=_TEXT)
-    per_item = items.select("id", _TEXT).mapInArrow(fn, "id string, band_hashes array<bigint>")
-    return per_item.select("id", F.posexplode("band_hashes").alias("band", "band_hash"))
+    return items.select("id", _TEXT).mapInArrow(fn, "id string, band_hashes array<bigint>, shingles binary")
 
 
 def compute_signatures(df: DataFrame, id_col: str, text_col: str, cfg: DedupConfig) -> DataFrame:
@@ -133,8 +152,14 @@ def compute_signatures(df: DataFrame, id_col: str, text_col: str, cfg: DedupConf
     return prepare_items(df, id_col, text_col).mapInArrow(fn, "id string, signature array<bigint>")
 
 
-def find_candidate_pairs(band_df: DataFrame, max_bucket_size: int) -> DataFrame:
-    """Distinct (id_a, id_b), id_a < id_b, of items that share a band hash in the same band.
+def find_candidate_pairs(docs: DataFrame, cfg: DedupConfig) -> DataFrame:
+    """Distinct (id_a, id_b), id_a < id_b, of items that share a band hash.
+
+    Band rows (band hash, id, shingle count) are hash-partitioned by band hash and sorted,
+    so each bucket is one run of rows that a Python pass turns into pairs
+    (``minhash.bucket_pair_batches``) -- one shuffle, no per-bucket collect. The band hash is
+    seeded with the band index, so it alone keys the bucket; two bands whose hashes
+    collide only add candidates, which verification drops.
 
     A bucket of n <= ``max_bucket_size`` ids yields its n(n-1)/2 pairs. A larger bucket
     (boilerplate, templated questions) would be quadratic, so it yields 2(n-1) pairs
@@ -144,38 +169,41 @@ def find_candidate_pairs(band_df: DataFrame, max_bucket_size: int) -> DataFrame:
     cost: a duplicate pair that shares only giant buckets and is neither a (smallest,
     member) nor a neighbour pair is not verified itself -- it is still clustered when the
     links around it verify, and lost (and absent from the pairs table) when they do not.
+
+    Pairs whose shingle counts alone rule out the threshold (min/max < threshold bounds
+    the Jaccard) are not emitted. The result is hash-partitioned by id_a, which the
+    verification join reuses.
     """
-    # Nearly every bucket holds one id. Collecting ids for all of them is slow (collect_list
-    # is an object aggregate: past a few hundred keys per task it falls back to sorting),
-    # so a count over the fixed-width key finds the shared buckets first and only their
-    # members are collected. band_df is read twice: the caller persists it.
-    shared = (band_df.groupBy("band", "band_hash").agg(F.count(F.lit(1)).alias("_dd_n"))
-              .where(F.col("_dd_n") > 1).select("band", "band_hash"))
-    buckets = (band_df.join(shared, ["band", "band_hash"], "left_semi")
-               .groupBy("band", "band_hash")
-               .agg(F.array_sort(F.collect_list("id")).alias("ids")))
-    # One explode for both kinds of bucket (a union of two branches would compute the
-    # buckets twice): member i pairs with members 0 .. i-1, or in a giant bucket with
-    # member 0 and member i-1 only.
-    n = F.size("ids")
-    partners = (F.when(n <= max_bucket_size, F.slice("ids", F.lit(1), F.col("i")))
-                .otherwise(F.array(F.col("ids")[0], F.col("ids")[F.greatest(F.col("i") - 1, F.lit(0))])))
-    return (buckets.select(F.posexplode("ids").alias("i", "id_b"), "ids")
-            .select(F.explode(partners).alias("id_a"), "id_b")
-            .where(F.col("id_a") < F.col("id_b"))  # an id listed twice in a bucket pairs with itself
-            .distinct())
+    parts = _partitions(docs.sparkSession)
+    n_shingles = (F.octet_length("shingles") / 8).cast("int")
+    band_rows = docs.select(F.explode("band_hashes").alias("key"), "id", n_shingles.alias("n"))
+    fn = functools.partial(minhash.bucket_pair_batches, max_bucket_size=cfg.max_bucket_size,
+                           threshold=cfg.threshold)
+    pairs = (band_rows.repartition(parts, "key").sortWithinPartitions("key", "id")
+             .mapInArrow(fn, "id_a string, id_b string"))
+    return (pairs.where(F.col("id_a") < F.col("id_b"))  # an id listed twice in a bucket pairs with itself
+            .repartition(parts, "id_a").distinct())
 
 
-def verify_pairs(candidates: DataFrame, items: DataFrame, cfg: DedupConfig) -> DataFrame:
-    """(id_a, id_b, jaccard) for the candidates whose exact shingle Jaccard reaches the threshold."""
-    texts = items.select("id", _TEXT)
+def verify_pairs(candidates: DataFrame, docs: DataFrame, cfg: DedupConfig, broadcast: bool = False,
+                 tally: bool = False) -> DataFrame:
+    """(id_a, id_b, jaccard) for the candidates whose Jaccard reaches the threshold.
+
+    Each pair gets both items' sorted shingle-hash sets (two joins on the id) and
+    ``minhash.jaccard_hash_batches`` intersects them in numpy. The Jaccard of the hash
+    sets is the shingle-set Jaccard unless two different shingles of the pair share a
+    64-bit hash (odds about k^2 / 2^64 for k shingles). ``broadcast`` ships the sets to every
+    task instead of shuffling the candidates twice: for inputs whose sets fit in memory.
+    """
+    sh = docs.select("id", "shingles")
+    if broadcast:
+        sh = F.broadcast(sh)
     joined = (candidates
-              .join(texts.select(F.col("id").alias("id_a"), F.col(_TEXT).alias("text_a")), "id_a")
-              .join(texts.select(F.col("id").alias("id_b"), F.col(_TEXT).alias("text_b")), "id_b")
-              .select("id_a", "id_b", "text_a", "text_b"))
-    fn = functools.partial(minhash.jaccard_batches, ngram=cfg.ngram)
-    scored = joined.mapInArrow(fn, PAIRS_SCHEMA)
-    return scored.where(F.col("jaccard") >= F.lit(cfg.threshold))
+              .join(sh.select(F.col("id").alias("id_a"), F.col("shingles").alias("shingles_a")), "id_a")
+              .join(sh.select(F.col("id").alias("id_b"), F.col("shingles").alias("shingles_b")), "id_b")
+              .select("id_a", "id_b", "shingles_a", "shingles_b"))
+    fn = functools.partial(minhash.jaccard_hash_batches, threshold=cfg.threshold, tally=tally)
+    return joined.mapInArrow(fn, PAIRS_SCHEMA)
 
 
 def _materialize(df: DataFrame, reliable: bool) -> DataFrame:
@@ -218,33 +246,54 @@ def connected_components(edges: DataFrame, src: str = "id_a", dst: str = "id_b",
 
     Alternating large-star and small-star (Kiveris et al., "Connected Components in
     MapReduce and Beyond", SoCC 2014), each a window aggregate plus a distinct, until the
-    edge set is a star forest (converges in O(log n) rounds). Each round's edges are
-    persisted (the next round and the convergence test both read them); every
-    ``checkpoint_interval`` rounds they are checkpointed -- reliably when the session has a
-    checkpoint directory, locally otherwise -- so a long chain does not grow the plan
-    without bound. Returns the labels and the number of rounds run.
+    edge set is a star forest (converges in O(log n) rounds); see ``star_forest``.
+    Returns the labels and the number of rounds run.
+    """
+    forest, rounds = star_forest(edges, src, dst, max_iterations, checkpoint_interval)
+    labels = forest_labels(forest).persist()
+    labels.count()
+    forest.unpersist()
+    return labels, rounds
+
+
+def star_forest(edges: DataFrame, src: str = "id_a", dst: str = "id_b", max_iterations: int = 50,
+                checkpoint_interval: int = 3) -> tuple[DataFrame, int]:
+    """The components of ``edges`` as distinct (u = member, v = the component's smallest id)
+    edges, u > v, materialized; and the number of rounds run.
+
+    Each round's edges are checkpointed eagerly (the next round and the convergence test
+    both read them): locally, and every ``checkpoint_interval`` rounds reliably when the
+    session has a checkpoint directory, so neither the plan nor the recomputation after a
+    lost block grows without bound.
     """
     spark = edges.sparkSession
     reliable = bool(spark.sparkContext.getCheckpointDir())
     e = (edges.select(F.greatest(src, dst).alias("u"), F.least(src, dst).alias("v"))
-         .where(F.col("u") != F.col("v")).distinct())
-    e = _materialize(e, reliable)
-    rounds, converged = 0, _is_star_forest(e)
+         .where(F.col("u") != F.col("v")).distinct()).localCheckpoint(eager=True)
+    # No test before the first round: real edge sets are rarely star forests already, and a
+    # round leaves one unchanged, so starting with a round saves a job.
+    rounds, converged = 0, False
     while not converged:
         if rounds >= max_iterations:
+            e.unpersist()
             raise RuntimeError(f"connected components did not converge in {max_iterations} rounds "
                                "(raise max_cc_iterations)")
         rounds += 1
         nxt = _small_star(_large_star(e))
-        nxt = _materialize(nxt, reliable) if rounds % checkpoint_interval == 0 else nxt.persist()
-        converged = _is_star_forest(nxt)  # its aggregate reads every partition: nxt is cached before e goes
+        # Each round is materialized with its lineage cut: a persisted round whose parent is
+        # unpersisted can be recompiled and recomputed from the start (every earlier round again).
+        nxt = _materialize(nxt, reliable and rounds % checkpoint_interval == 0)
+        converged = _is_star_forest(nxt)
         e.unpersist()
         e = nxt
-    labels = e.select(F.col("u").alias("id"), F.col("v").alias("cluster_id")).unionByName(
-        e.select(F.col("v").alias("id"), F.col("v").alias("cluster_id"))).distinct().persist()
-    labels.count()
-    e.unpersist()
-    return labels, rounds
+        log.info("dedup: connected components round %d%s", rounds, " (converged)" if converged else "")
+    return e, rounds
+
+
+def forest_labels(forest: DataFrame) -> DataFrame:
+    """(id, cluster_id) of a star forest's edges: each member and each centre with its centre."""
+    return forest.select(F.col("u").alias("id"), F.col("v").alias("cluster_id")).unionByName(
+        forest.select(F.col("v").alias("id"), F.col("v").alias("cluster_id")).distinct())
 
 
 def assign_clusters(items: DataFrame, labels: DataFrame, score: bool = False) -> DataFrame:
@@ -283,6 +332,7 @@ def find_duplicate_clusters(df: DataFrame, id_col: str, text_col: str, cfg: Dedu
 
     # persist justification: items feed the signatures, the verification join and the
     # final cluster table; reading and filtering the source three times costs more.
+    steps = _Steps()
     items = prepare_items(df, id_col, text_col, score_col).persist()
     row = items.agg(F.count(F.lit(1)).alias("n"), F.countDistinct("id").alias("ids"),
                     F.sum(F.when(F.coalesce(F.length(_TEXT), F.lit(0)) == 0, 1).otherwise(0)).alias("empty")).first()
@@ -290,25 +340,38 @@ def find_duplicate_clusters(df: DataFrame, id_col: str, text_col: str, cfg: Dedu
         items.unpersist()
         raise ValueError(f"column {id_col!r} is not a key: {row['n'] - row['ids']} rows repeat an id")
     stats.rows, stats.empty_texts = int(row["n"]), int(row["empty"] or 0)
+    steps.done("read+key check", f"rows={stats.rows}")
 
-    # persist justification: the band rows are the Python UDF's output and the candidate
-    # search reads them twice (bucket sizes, then the members of shared buckets).
-    band_df = compute_band_hashes(items, cfg, bands, rows).persist()
-    candidates = find_candidate_pairs(band_df, cfg.max_bucket_size).persist()
-    stats.candidate_pairs = candidates.count()
-    band_df.unpersist()
-    # persist justification: the pairs are counted, fed to the components and returned for writing.
-    pairs = verify_pairs(candidates, items, cfg).persist()
-    stats.verified_pairs = pairs.count()
-    candidates.unpersist()
+    # persist justification: the Python UDF's output (band hashes and shingle sets); the
+    # candidate search and the verification both read it.
+    docs = compute_docs(items, cfg, bands, rows).persist()
+    shingle_mb = (docs.agg(F.sum(F.octet_length("shingles") + F.octet_length("id"))).first()[0] or 0) / 2**20
+    broadcast = shingle_mb <= cfg.broadcast_shingles_mb
+    steps.done("signatures+bands", f"shingle sets {shingle_mb:.1f} MB ({'broadcast' if broadcast else 'shuffled'})")
+    # Candidates and their verification run as one job: the verifier adds a row
+    # (null, null, pairs checked) per batch, which counts the candidates without a pass of their own.
+    # persist justification: counted here, then its verified rows are cached as ``pairs``.
+    scored = verify_pairs(find_candidate_pairs(docs, cfg), docs, cfg, broadcast, tally=True).persist()
+    counts = scored.agg(F.sum(F.when(F.col("id_a").isNull(), F.col("jaccard"))).alias("checked"),
+                        F.count("id_a").alias("verified")).first()
+    stats.candidate_pairs, stats.verified_pairs = int(counts["checked"] or 0), int(counts["verified"])
+    steps.done("candidates+verification",
+               f"candidates={stats.candidate_pairs} verified={stats.verified_pairs}")
+    # persist justification: fed to the components and returned for writing.
+    pairs = scored.where(F.col("id_a").isNotNull()).persist()
+    docs.unpersist()
 
-    labels, stats.cc_iterations = connected_components(pairs, max_iterations=cfg.max_cc_iterations)
-    sizes = labels.agg(F.count(F.lit(1)).alias("members"), F.countDistinct("cluster_id").alias("clusters")).first()
-    stats.clusters = int(sizes["clusters"])
-    stats.removed = int(sizes["members"]) - stats.clusters  # each cluster keeps exactly one member
-    clusters = assign_clusters(items, labels, score=bool(score_col)).persist()
-    clusters.count()
-    labels.unpersist()
+    forest, stats.cc_iterations = star_forest(pairs, max_iterations=cfg.max_cc_iterations)
+    scored.unpersist()  # pairs is cached now (the components read all of it)
+    steps.done("connected components", f"rounds={stats.cc_iterations}")
+    clusters = assign_clusters(items, forest_labels(forest), score=bool(score_col)).persist()
+    # one pass computes the cached table and its statistics: every cluster of two or more
+    # rows keeps one and removes the rest
+    sizes = clusters.agg(F.sum(F.when(~F.col("keep"), 1).otherwise(0)).alias("removed"),
+                         F.countDistinct(F.when(~F.col("keep"), F.col("cluster_id"))).alias("clusters")).first()
+    stats.removed, stats.clusters = int(sizes["removed"] or 0), int(sizes["clusters"])
+    steps.done("cluster table")
+    forest.unpersist()
     items.unpersist()
     log.info("dedup: %s", stats.summary())
     return clusters, pairs, stats

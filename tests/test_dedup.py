@@ -132,6 +132,90 @@ def test_s_curve_and_parameters():
         minhash.optimal_param(0.0, 128)
 
 
+@settings(max_examples=40, deadline=None)
+@given(st.lists(st.text(alphabet=st.sampled_from("abcdef ,."), max_size=30), min_size=1, max_size=12),
+       st.integers(1, 3))
+def test_doc_sets_and_hash_verification_equal_text_jaccard(texts, ngram):
+    """The packed shingle-hash sets a document carries give the text Jaccard of every pair."""
+    import pyarrow as pa
+
+    ids = [f"d{i:02d}" for i in range(len(texts))]
+    out = pa.Table.from_batches(list(minhash.doc_batches(
+        [pa.record_batch({"id": ids, "text": texts})], num_perm=16, seed=1, ngram=ngram, bands=4, rows=4)))
+    kept = out.column("id").to_pylist()
+    assert kept == [i for i, t in zip(ids, texts) if minhash.tokenize(t)]
+    counts, values = minhash.binary_int64(out.column("shingles").combine_chunks())
+    sets = np.split(values, np.cumsum(counts)[:-1])
+    by_id = dict(zip(kept, sets))
+    for k, t in zip(ids, texts):
+        if k in by_id:
+            assert len(by_id[k]) == len(minhash.shingle_set(t, ngram)) and (by_id[k][1:] > by_id[k][:-1]).all()
+    pairs = [(a, b) for a in kept for b in kept if a < b]
+    if not pairs:
+        return
+    sh = out.column("shingles").combine_chunks()
+    pos = {k: i for i, k in enumerate(kept)}
+    batch = pa.record_batch({
+        "id_a": [a for a, _ in pairs], "id_b": [b for _, b in pairs],
+        "shingles_a": sh.take(pa.array([pos[a] for a, _ in pairs])),
+        "shingles_b": sh.take(pa.array([pos[b] for _, b in pairs]))})
+    text = dict(zip(ids, texts))
+    got = pa.Table.from_batches(list(minhash.jaccard_hash_batches([batch.slice(1)], threshold=0.0, tally=True)))
+    rows = got.to_pylist()
+    assert rows[-1]["id_a"] is None and rows[-1]["jaccard"] == len(pairs) - 1
+    for r in rows[:-1]:
+        assert r["jaccard"] == minhash.text_jaccard(text[r["id_a"]], text[r["id_b"]], ngram)
+
+
+def _bucket_pairs(rows, max_bucket_size=1000, threshold=0.0, chunk=None):
+    import pyarrow as pa
+
+    rows = sorted(rows)
+    t = pa.table({"key": pa.array([r[0] for r in rows], pa.int64()), "id": [r[1] for r in rows],
+                  "n": pa.array([r[2] for r in rows], pa.int32())})
+    batches = t.to_batches(max_chunksize=chunk) if chunk else t.to_batches()
+    out = list(minhash.bucket_pair_batches(batches, max_bucket_size=max_bucket_size, threshold=threshold))
+    return sorted((a, b) for x in out for a, b in zip(x.column("id_a").to_pylist(), x.column("id_b").to_pylist()))
+
+
+@settings(max_examples=60, deadline=None)
+@given(st.lists(st.tuples(st.integers(0, 4), st.integers(0, 30), st.integers(1, 20)), max_size=40,
+                unique_by=lambda r: (r[0], r[1])),
+       st.integers(1, 7), st.integers(2, 6))
+def test_bucket_pairs_any_batching_and_giant_runs(rows, chunk, max_bucket):
+    rows = [(k, f"i{i:02d}", n) for k, i, n in rows]
+    runs = {}
+    for k, i, n in sorted(rows):
+        runs.setdefault(k, []).append(i)
+    want = set()
+    for ids in runs.values():
+        if len(ids) <= max_bucket:
+            want |= {(a, b) for x, a in enumerate(ids) for b in ids[x + 1:]}
+        else:  # giant: first-member and predecessor links only
+            want |= {(ids[0], b) for b in ids[1:]} | {(ids[x - 1], ids[x]) for x in range(1, len(ids))}
+    got = _bucket_pairs(rows, max_bucket, chunk=chunk)
+    assert set(got) == want
+    assert _bucket_pairs(rows, max_bucket) == got  # one batch or many: the same pairs
+
+
+def test_size_filter_keeps_every_pair_that_can_reach_the_threshold():
+    """Counts n_a <= n_b: J <= n_a / n_b, so a pair is dropped only when n_a < t * n_b; pairs at
+    exactly the bound (J = t possible) and every pair of real texts with J >= t are kept."""
+    t = 0.55
+    rows = [(1, "a", 11), (1, "b", 20), (1, "c", 10), (1, "d", 19)]
+    got = _bucket_pairs(rows, threshold=t)
+    assert ("a", "b") in got  # 11 / 20 = 0.55 exactly: a J of 0.55 is possible
+    assert ("b", "c") not in got and ("c", "d") not in got  # 10 / 20, 10 / 19 < 0.55
+    rng = np.random.default_rng(0)
+    vocab = [f"w{i}" for i in range(14)]
+    texts = [" ".join(rng.choice(vocab, int(rng.integers(3, 40)))) for _ in range(120)]
+    sizes = [len(minhash.shingle_set(x)) for x in texts]
+    kept = set(_bucket_pairs([(7, f"t{i:03d}", sizes[i]) for i in range(len(texts))], threshold=t))
+    qualifying = {(f"t{i:03d}", f"t{j:03d}") for i in range(len(texts)) for j in range(i + 1, len(texts))
+                  if minhash.text_jaccard(texts[i], texts[j]) >= t}
+    assert qualifying and qualifying <= kept
+
+
 # --------------------------------------------------------------------------- Spark transforms
 
 

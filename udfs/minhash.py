@@ -374,27 +374,166 @@ def optimal_param(threshold: float, num_perm: int, false_positive_weight: float 
 # --------------------------------------------------------------------------- Arrow batch adapters (UDF bodies)
 
 
-def band_batches(batches: Iterable, *, num_perm: int, seed: int, ngram: int, bands: int, rows: int,
-                 id_col: str = "id", text_col: str = "text", block: int = 256) -> Iterator:
-    """``mapInArrow`` body: (id, text) batches -> (id, band_hashes list<int64>) rows, one per text
-    with at least one token (a text without tokens can never be a candidate).
+def unique_per_text(counts: np.ndarray, hashes: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """Each text's shingle hashes de-duplicated and sorted (as int64), still flattened in text order.
 
-    One row per text with a list, rather than one row per band, sends the id across the
-    Arrow boundary once instead of ``bands`` times; Spark's posexplode is cheaper than that.
+    Returns ``(counts, hashes)`` like ``shingle_hashes``; ``hashes`` is int64 (the uint64 bits).
+    """
+    h = np.asarray(hashes, dtype=np.uint64).view(np.int64)
+    owner = np.repeat(np.arange(len(counts), dtype=np.int64), counts)
+    order = np.lexsort((h, owner))
+    h, owner = h[order], owner[order]
+    keep = np.ones(len(h), dtype=bool)
+    keep[1:] = (h[1:] != h[:-1]) | (owner[1:] != owner[:-1])
+    h, owner = h[keep], owner[keep]
+    return np.bincount(owner, minlength=len(counts)).astype(np.int64), h
+
+
+def int64_binary(counts: np.ndarray, values: np.ndarray):
+    """An Arrow binary array whose element ``i`` packs ``counts[i]`` int64 values (little-endian)."""
+    import pyarrow as pa
+
+    offsets = np.zeros(len(counts) + 1, dtype=np.int32)
+    offsets[1:] = np.cumsum(np.asarray(counts, dtype=np.int64) * 8)
+    data = np.ascontiguousarray(values, dtype="<i8")  # little-endian on every machine
+    return pa.Array.from_buffers(pa.binary(), len(counts), [None, pa.py_buffer(offsets), pa.py_buffer(data)])
+
+
+def binary_int64(arr) -> tuple[np.ndarray, np.ndarray]:
+    """Inverse of ``int64_binary``: ``(counts, values)`` of a (possibly sliced) Arrow binary array."""
+    n = len(arr)
+    offsets = np.frombuffer(arr.buffers()[1], dtype=np.int32)[arr.offset: arr.offset + n + 1]
+    if n == 0 or offsets[-1] == offsets[0]:
+        return np.zeros(n, dtype=np.int64), np.zeros(0, dtype=np.int64)
+    data = np.frombuffer(arr.buffers()[2], dtype=np.uint8)[offsets[0]: offsets[-1]]
+    return np.diff(offsets).astype(np.int64) // 8, data.view("<i8").astype(np.int64, copy=False)
+
+
+def doc_batches(batches: Iterable, *, num_perm: int, seed: int, ngram: int, bands: int, rows: int,
+                id_col: str = "id", text_col: str = "text", block: int = 256) -> Iterator:
+    """``mapInArrow`` body: (id, text) -> (id, band_hashes list<int64>, shingles binary), one row
+    per text with at least one token.
+
+    ``shingles`` is the text's set of 64-bit shingle hashes, sorted, packed as bytes
+    (``int64_binary``; Spark moves one binary value far faster than an array of longs):
+    what verification intersects, so a text is tokenized once for both its signature and
+    every pair it is in.
     """
     import pyarrow as pa
 
     a, b = permutations(num_perm, seed)
     hasher = _MinHasher(a, b, block)
     for batch in batches:
-        texts = batch.column(text_col).to_pylist()
-        counts, hashes = shingle_hashes(texts, ngram)
+        counts, hashes = shingle_hashes(batch.column(text_col).to_pylist(), ngram)
         keep = np.flatnonzero(counts > 0)
-        hb = band_hashes(hasher.signatures(counts[keep], hashes), bands, rows)
-        offsets = pa.array(np.arange(0, hb.size + 1, bands, dtype=np.int32))
-        lists = pa.ListArray.from_arrays(offsets, pa.array(hb.reshape(-1)))
-        ids = batch.column(id_col).take(pa.array(keep))
-        yield pa.RecordBatch.from_arrays([ids, lists], names=["id", "band_hashes"])
+        counts, sets = unique_per_text(counts[keep], hashes)
+        hb = band_hashes(hasher.signatures(counts, sets.view(np.uint64)), bands, rows)
+        band_offsets = pa.array(np.arange(0, hb.size + 1, bands, dtype=np.int32))
+        yield pa.RecordBatch.from_arrays(
+            [batch.column(id_col).take(pa.array(keep)),
+             pa.ListArray.from_arrays(band_offsets, pa.array(hb.reshape(-1))),
+             int64_binary(counts, sets)],
+            names=["id", "band_hashes", "shingles"])
+
+
+def bucket_pair_batches(batches: Iterable, *, max_bucket_size: int, threshold: float) -> Iterator:
+    """``mapInArrow`` body over (key, id, n) rows sorted by (key, id) within the partition, every
+    row of a key in one partition: (id_a, id_b) candidate pairs, ``id_a < id_b``.
+
+    A run of ``m <= max_bucket_size`` rows with one key yields its pairs; a longer run links
+    each member to the run's first and to its predecessor only. A pair whose shingle counts
+    ``n`` differ by more than the threshold allows (``min / max < threshold`` implies
+    ``J < threshold``) is skipped: it could never verify. A run may continue into the next
+    Arrow batch, so the last run of a batch is held back until the following one.
+    """
+    import pyarrow as pa
+
+    pending = None
+    for batch in itertools.chain(batches, [None]):
+        if batch is None:
+            if pending is None:
+                return
+            tbl, last = pending, True
+        else:
+            tbl = pa.Table.from_batches([batch]) if pending is None else pa.concat_tables(
+                [pending, pa.Table.from_batches([batch])])
+            last = False
+        if tbl.num_rows == 0:
+            continue
+        key = tbl.column("key").to_numpy()
+        change = np.flatnonzero(key[1:] != key[:-1]) + 1
+        starts = np.concatenate(([0], change))
+        if not last:  # hold back the final run: it may go on in the next batch
+            cut = int(starts[-1])
+            pending = tbl.slice(cut)
+            tbl, key, starts = tbl.slice(0, cut), key[:cut], starts[:-1]
+        else:
+            pending = None
+        if tbl.num_rows == 0:
+            continue
+        a, b = _run_pairs(starts, tbl.num_rows, max_bucket_size)
+        if len(a) == 0:
+            continue
+        n = tbl.column("n").to_numpy().astype(np.float64)
+        na, nb = n[a], n[b]
+        ok = np.minimum(na, nb) >= threshold * np.maximum(na, nb) - 1e-9
+        a, b = a[ok], b[ok]
+        ids = tbl.column("id").combine_chunks() if tbl.column("id").num_chunks > 1 else tbl.column("id").chunk(0)
+        yield pa.RecordBatch.from_arrays([ids.take(pa.array(a)), ids.take(pa.array(b))], names=["id_a", "id_b"])
+
+
+def _run_pairs(starts: np.ndarray, total: int, max_bucket_size: int) -> tuple[np.ndarray, np.ndarray]:
+    """Row-index pairs (earlier, later) within runs beginning at ``starts`` of rows ``0 .. total-1``."""
+    lengths = np.diff(np.append(starts, total))
+    run_start = np.repeat(starts, lengths)
+    pos = np.arange(total, dtype=np.int64) - run_start
+    big = np.repeat(lengths > max_bucket_size, lengths)
+    # small runs: row e pairs with every earlier row of its run (pos of them)
+    fan = np.where(big, 0, pos)
+    later = np.repeat(np.arange(total, dtype=np.int64), fan)
+    earlier = np.repeat(run_start, fan) + (np.arange(len(later), dtype=np.int64) - np.repeat(np.cumsum(fan) - fan, fan))
+    # giant runs: row e links to its run's first row and to its predecessor
+    g = np.flatnonzero(big & (pos >= 1))
+    g2 = g[pos[g] >= 2]
+    later = np.concatenate([later, g, g2])
+    earlier = np.concatenate([earlier, run_start[g], g2 - 1])
+    return earlier, later
+
+
+def jaccard_hash_batches(batches: Iterable, *, threshold: float, tally: bool = False) -> Iterator:
+    """``mapInArrow`` body: (id_a, id_b, shingles_a, shingles_b binary of sorted int64 hashes, see
+    ``int64_binary``) -> (id_a, id_b, jaccard) for the
+    pairs whose Jaccard reaches ``threshold``.
+
+    Jaccard of the two sorted shingle-hash sets, all pairs of a batch at once: the members
+    of both sets are tagged with their pair, sorted by (pair, hash), and a hash listed
+    twice for one pair is in the intersection (each set has no repeats). With ``tally`` each
+    batch also yields a row (null, null, number of pairs it checked), so the caller counts
+    the candidates in the same pass.
+    """
+    import pyarrow as pa
+
+    for batch in batches:
+        la, va = binary_int64(batch.column("shingles_a"))
+        lb, vb = binary_int64(batch.column("shingles_b"))
+        n = len(la)
+        pair = np.concatenate([np.repeat(np.arange(n, dtype=np.int64), la), np.repeat(np.arange(n, dtype=np.int64), lb)])
+        h = np.concatenate([va, vb])
+        order = np.lexsort((h, pair))
+        h, pair = h[order], pair[order]
+        dup = (h[1:] == h[:-1]) & (pair[1:] == pair[:-1])
+        inter = np.bincount(pair[1:][dup], minlength=n)
+        union = la + lb - inter
+        with np.errstate(invalid="ignore", divide="ignore"):
+            j = np.where((la > 0) & (lb > 0), inter / np.maximum(union, 1), 0.0)
+        ok = np.flatnonzero(j >= threshold)
+        yield pa.RecordBatch.from_arrays(
+            [batch.column("id_a").take(pa.array(ok)), batch.column("id_b").take(pa.array(ok)),
+             pa.array(j[ok], type=pa.float64())], names=["id_a", "id_b", "jaccard"])
+        if tally:
+            yield pa.RecordBatch.from_arrays(
+                [pa.nulls(1, pa.string()), pa.nulls(1, pa.string()), pa.array([float(n)], type=pa.float64())],
+                names=["id_a", "id_b", "jaccard"])
 
 
 def signature_batches(batches: Iterable, *, num_perm: int, seed: int, ngram: int,
@@ -407,26 +546,6 @@ def signature_batches(batches: Iterable, *, num_perm: int, seed: int, ngram: int
         offsets = pa.array(np.arange(0, sig.size + 1, num_perm, dtype=np.int32))
         arr = pa.ListArray.from_arrays(offsets, pa.array(sig.view(np.int64).reshape(-1)))
         yield pa.RecordBatch.from_arrays([batch.column(id_col), arr], names=["id", "signature"])
-
-
-def jaccard_batches(batches: Iterable, *, ngram: int) -> Iterator:
-    """``mapInArrow`` body: (id_a, id_b, text_a, text_b) -> (id_a, id_b, jaccard), exact."""
-    import pyarrow as pa
-
-    for batch in batches:
-        cache: dict = {}  # an id in several pairs of a batch is shingled once
-
-        def sh(key, text):
-            s = cache.get(key)
-            if s is None:
-                s = cache[key] = shingle_set(text, ngram)
-            return s
-
-        ida, idb = batch.column("id_a"), batch.column("id_b")
-        rows = zip(ida.to_pylist(), idb.to_pylist(), batch.column("text_a").to_pylist(),
-                   batch.column("text_b").to_pylist())
-        j = [jaccard(sh(x, tx), sh(y, ty)) for x, y, tx, ty in rows]
-        yield pa.RecordBatch.from_arrays([ida, idb, pa.array(j, type=pa.float64())], names=["id_a", "id_b", "jaccard"])
 
 
 # --------------------------------------------------------------------------- reference (test oracle)

@@ -251,6 +251,9 @@ class DedupConfig(_Model):
     keep: Literal["lowest_id", "highest_score"] = "lowest_id"
     score_col: Optional[str] = None
     max_cc_iterations: int = Field(50, ge=1)
+    broadcast_shingles_mb: int = Field(
+        256, ge=0, description="verification broadcasts the items' shingle-hash sets when they total at most this "
+        "many MB (no shuffle of the candidate pairs); larger inputs join by shuffle. 0 = always shuffle")
 
     @model_validator(mode="after")
     def _bands_rows(self) -> "DedupConfig":
