@@ -225,3 +225,24 @@ def test_notebook_runs_top_to_bottom(pipeline_run, monkeypatch):
         if cell["cell_type"] == "code":
             exec(compile("".join(cell["source"]), "notebook", "exec"), scope)
     assert scope["tables"]["dataset"].count() > 0
+
+
+def test_a_selection_that_keeps_nothing_still_completes(spark, tmp_path):
+    """No document passes annotation: every later stage runs on zero rows, writes its table
+    empty with its schema, and the pipeline ends ok with an empty dataset."""
+    extra = tmp_path / "planted.jsonl"
+    extra.write_text(json.dumps({"url": "https://example.org/one", "text": "A page with a few words. " * 20}) + "\n")
+    raw = scripted_config(str(tmp_path / "root"), str(extra))
+    for src in raw["ingest"]["sources"]:
+        src["max_docs"] = 3
+    raw["annotate"] = {"select": {"reasoning": 5}}  # above the 0-4 scale: nothing is selected
+    raw["doc_dedup"] = {"enabled": False}
+    cfg = validate_config(raw, "test")
+    rows = run_pipeline(cfg, spark=spark)
+    statuses = {r["stage"]: r["status"] for r in rows}
+    assert statuses.pop("doc_dedup").startswith("skipped") and set(statuses.values()) == {"ok"}, statuses
+    store = TableStore(spark, cfg.storage)
+    assert store.read("annotations").count() > 0 and store.read("annotations").where("selected").count() == 0
+    for table in ("questions", "responses", "judgments", "dataset"):
+        assert store.exists(table) and store.read(table).count() == 0, table
+    assert "question_id" in store.read("dataset").columns

@@ -130,6 +130,11 @@ class StageContext:
         chunk_rows = chunk_rows or self.cfg.pipeline.chunk_rows
         total = pending.count()
         if total == 0:
+            if not self.store.exists(output):
+                # Nothing came in (e.g. a selection that kept no document): the output table
+                # still exists, empty with its schema, so the stages after it read zero rows.
+                # limit(0) is planned as an empty relation: no UDF runs, no model loads.
+                self.store.append_new(output, fn(pending).limit(0), output_keys)
             log.info("[%s] nothing to do: every key is already in %s", self.stage, output)
             return 0
         n_chunks = max(1, math.ceil(total / chunk_rows))

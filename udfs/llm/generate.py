@@ -72,14 +72,19 @@ def generate_batches(
     from udfs.llm.engines import get_engine
     from udfs.llm.gpu import prepare_task_gpus
 
-    model_cfg = prepare_task_gpus(model_cfg)
-    engine = get_engine(model_cfg)
     label = model_cfg.get("label") or model_cfg.get("model")
     base = Sampling.from_dict(sampling)
-    # An engine that sends a call's conversations concurrently (openai) says how many it needs
-    # per call to keep its slots busy; a smaller call would wait on its slowest request.
-    batch_size = max(int(model_cfg.get("batch_size") or 8), int(getattr(engine, "min_batch_size", 1) or 1))
+    engine = None
     for pdf in batches:
+        if pdf.empty:
+            continue
+        if engine is None:
+            # Built on the first row, not at task start: a task over an empty partition
+            # (a selection that kept nothing) must not load a model.
+            engine = get_engine(prepare_task_gpus(model_cfg))
+            # An engine that sends a call's conversations concurrently (openai) says how many it
+            # needs per call to keep its slots busy; a smaller call would wait on its slowest request.
+            batch_size = max(int(model_cfg.get("batch_size") or 8), int(getattr(engine, "min_batch_size", 1) or 1))
         rows = []
         records = pdf.to_dict("records")
         for start in range(0, len(records), batch_size):
