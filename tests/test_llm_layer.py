@@ -29,6 +29,12 @@ def test_prompts_load_render_and_hash():
         load_prompt("nope")
 
 
+def test_sampling_with_a_json_schema_is_hashable():
+    schema = {"type": "object", "properties": {"a": {"type": "integer"}}}
+    a, b = Sampling(json_schema=schema), Sampling(json_schema=dict(reversed(list(schema.items()))))
+    assert a == b and hash(a) == hash(b) and len({a, b, Sampling()}) == 2
+
+
 def test_selfscore_variants_and_floor():
     assert yes_no_score({" Yes": -0.2, "No": -1.7}) == pytest.approx(1.5)
     assert yes_no_score({"yes": -1.0, "YES": -1.0, "no": -0.5}) > -0.5 + 0.0 - 1.0
@@ -141,8 +147,11 @@ def test_transformers_engine_on_smollm2():
     convs = [[{"role": "user", "content": "What is 2+2? Answer briefly."}],
              [{"role": "user", "content": "Is water wet? Reply Yes or No."}],
              [{"role": "user", "content": "word " * 3000}]]
-    out = e.chat(convs, [Sampling(max_tokens=16), Sampling(max_tokens=1, logprobs=10),
+    # A json_schema (what structured-output stages send) is ignored here, not an error.
+    schema = {"type": "object", "properties": {"a": {"type": "integer"}}}
+    out = e.chat(convs, [Sampling(max_tokens=16, json_schema=schema), Sampling(max_tokens=1, logprobs=10),
                          Sampling(max_tokens=6, n=2, temperature=0.8, seed=5)])
+    assert not any(c.error for cs in out for c in cs)
     assert out[0][0].text.strip() and out[0][0].completion_tokens > 0
     assert out[1][0].first_token_logprobs and yes_no_score(out[1][0].first_token_logprobs) is not None
     assert len(out[2]) == 2 and out[2][0].truncated_prompt and out[2][0].prompt_tokens <= 2048 - 6

@@ -5,6 +5,7 @@ Executor side: nothing here imports ``jobs``. Configs arrive as plain dicts (the
 """
 from __future__ import annotations
 
+import json
 from dataclasses import dataclass, field, fields
 from typing import Any, Optional, Protocol, Sequence
 
@@ -33,6 +34,11 @@ class Sampling:
         if "stop" in d and d["stop"] is not None:
             d["stop"] = tuple(d["stop"])
         return cls(**{k: v for k, v in d.items() if v is not None or k in ("seed", "logprobs", "json_schema")})
+
+    def __hash__(self) -> int:
+        # Engines group rows by their sampling; the generated hash would fail on the json_schema dict.
+        return hash(tuple(json.dumps(v, sort_keys=True) if isinstance(v, dict) else v
+                          for v in (getattr(self, f.name) for f in fields(self))))
 
     def merged(self, overrides: Optional[dict]) -> "Sampling":
         if not overrides:
