@@ -367,7 +367,9 @@ def test_one_engine_per_python_worker_serves_every_batch(spark):
     assert (out["engines_built"] == 1).all(), out.groupby("pid")["engines_built"].max()
     per_worker = out.groupby("pid")["batch"].nunique()
     assert per_worker.sum() >= 8 and (per_worker >= 2).all(), per_worker  # 4 tasks, 2 rows a batch
-    assert out["pid"].nunique() <= 2  # local[2]: Python workers are reused across tasks
+    # Not asserted: at most two workers. Spark reuses an idle Python worker, but a task that
+    # starts before the previous task's worker is back in the pool gets a new one, so under
+    # load local[2] can use four here (seen in CI); each still built exactly one engine.
     # Greedy answers agree across workers for the same question.
     out["q"] = out["id"] % 4
     assert (out.groupby("q")["text"].nunique() == 1).all(), out[["q", "pid", "text"]]
