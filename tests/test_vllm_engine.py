@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import functools
 import json
+import logging
 import math
 from types import SimpleNamespace
 
@@ -20,10 +21,14 @@ from udfs.llm.engines import vllm_available
 from udfs.llm.selfscore import yes_no_score
 from udfs.llm.truncate import CUT, cut_middle, fit_messages
 from udfs.llm.vllm_engine import (
+    MIN_CPU_KV_CACHE_BYTES,
+    cgroup_page_cache_bytes,
     completion_from_output,
     completions_from_output,
+    count_page_cache_as_free,
     engine_args,
     first_token_logprobs,
+    fit_kv_cache,
     to_sampling_kwargs,
 )
 
@@ -33,7 +38,7 @@ needs_vllm = pytest.mark.skipif(not vllm_available(), reason="vllm does not impo
 # One thread per engine: two Spark workers' engines share the 2 cores without OpenMP spin-waits.
 TEST_MODEL = {"engine": "vllm", "model": "smollm2-135m", "label": "SmolLM2-135M-Instruct", "max_model_len": 2048,
               "too_long": "truncate", "batch_size": 4, "torch_threads": 1,
-              "engine_kwargs": {"kv_cache_memory_bytes": 1 << 30}}
+              "engine_kwargs": {"kv_cache_memory_bytes": 256 << 20}}
 
 
 # --- pure: sampling parameters -------------------------------------------------------
@@ -178,6 +183,60 @@ def test_real_vllm_output_classes_are_read_the_same_way():
         [c] = completions_from_output(req, want_logprobs=True)
         assert (c.prompt_tokens, c.completion_tokens, c.finish_reason) == (47, 1, "length")
         assert c.first_token_logprobs["Yes"] == pytest.approx(-2.3168)
+
+
+# --- the CPU memory probe in a memory-limited container ----------------------------------
+
+GiB = 1 << 30
+
+
+def _fake_cgroup(root, version, stat):
+    base = root if version == "v2" else root / "memory"
+    base.mkdir(parents=True, exist_ok=True)
+    (base / "memory.stat").write_text("".join(f"{k} {v}\n" for k, v in stat.items()))
+    return root
+
+
+def test_page_cache_is_read_from_cgroup_v2_and_v1_memory_stat(tmp_path):
+    v2 = _fake_cgroup(tmp_path / "v2", "v2", {"anon": 5 * GiB, "file": 9 * GiB, "active_file": 3 * GiB,
+                                             "inactive_file": 6 * GiB, "slab_reclaimable": 1 << 20})
+    assert cgroup_page_cache_bytes(str(v2)) == 9 * GiB + (1 << 20)
+    # v1: the hierarchical totals, not this cgroup's own (child cgroups hold the cache).
+    v1 = _fake_cgroup(tmp_path / "v1", "v1", {"cache": 1, "active_file": 1, "inactive_file": 1,
+                                             "total_active_file": 2 * GiB, "total_inactive_file": 4 * GiB})
+    assert cgroup_page_cache_bytes(str(v1)) == 6 * GiB
+    assert cgroup_page_cache_bytes(str(tmp_path / "none")) == 0
+
+
+@needs_vllm
+def test_vllm_memory_probe_counts_page_cache_as_free_in_a_full_cgroup(tmp_path, monkeypatch):
+    """CI's failure: in a container with a memory limit whose usage is mostly page cache,
+    vLLM's probe said less than 1 GiB was free and refused to start the engine."""
+    from vllm.utils import cpu_resource_utils as probe
+
+    import udfs.llm.vllm_engine as ve
+
+    limit = 8 * GiB  # below the machine's RAM, as in a container
+    fake = {"/sys/fs/cgroup/memory.max": limit, "/sys/fs/cgroup/memory.current": limit - (512 << 20)}
+    monkeypatch.setattr(probe, "_read_int_file", lambda path: fake.get(path))
+    monkeypatch.setattr(probe, "get_cgroup_memory_usage", probe.get_cgroup_memory_usage)  # undone after
+    monkeypatch.setattr(ve, "CGROUP_ROOT", str(_fake_cgroup(
+        tmp_path, "v2", {"active_file": 1 * GiB, "inactive_file": 3 * GiB, "slab_reclaimable": 0})))
+    assert probe.get_memory_node_info(0).available_memory <= 512 << 20
+
+    assert count_page_cache_as_free() and count_page_cache_as_free()  # idempotent
+    available = probe.get_memory_node_info(0).available_memory
+    assert 1 * GiB < available <= 4 * GiB + (512 << 20)  # the free 512 MiB plus the page cache
+
+
+def test_default_kv_cache_shrinks_to_half_the_free_memory_but_not_below_the_floor(caplog):
+    caplog.set_level(logging.WARNING, logger="udfs.llm.vllm_engine")
+    assert fit_kv_cache(2 * GiB, None) == 2 * GiB  # no probe: vLLM decides
+    assert fit_kv_cache(2 * GiB, 20 * GiB) == 2 * GiB
+    assert not caplog.records
+    assert fit_kv_cache(2 * GiB, 3 * GiB) == 3 * GiB // 2
+    assert "shrinks from 2.00 to 1.50 GiB" in caplog.text
+    assert fit_kv_cache(2 * GiB, 100 << 20) == MIN_CPU_KV_CACHE_BYTES
 
 
 # --- pure: the too-long rule -----------------------------------------------------------

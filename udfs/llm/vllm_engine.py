@@ -36,6 +36,7 @@ _FINISH = {"stop": "stop", "length": "length", "abort": "error"}
 STRUCTURED_OUTPUTS_CONFIG = {"backend": "guidance", "disable_any_whitespace": True,
                              "disable_additional_properties": True}
 CPU_KV_CACHE_BYTES = 2 << 30
+MIN_CPU_KV_CACHE_BYTES = 256 << 20  # about 5.8k tokens of SmolLM2 in float32: a few full contexts
 
 
 def to_sampling_kwargs(s: Sampling) -> dict:
@@ -209,10 +210,15 @@ class VLLMEngine:
             prepare_cpu_env(model_cfg)
         from vllm import LLM  # after the environment above: vLLM reads it on import
 
+        if not self.on_gpu:
+            count_page_cache_as_free()
+
         path = resolve_model(model_cfg["model"], "vllm", model_cfg.get("cache_dir"))
         args = engine_args(model_cfg, path, self.on_gpu)
         if not _has_structured_outputs() and "structured_outputs_config" not in (model_cfg.get("engine_kwargs") or {}):
             args.pop("structured_outputs_config")  # vLLM < 0.11: guided decoding with its own defaults
+        if not self.on_gpu and "kv_cache_memory_bytes" not in (model_cfg.get("engine_kwargs") or {}):
+            args["kv_cache_memory_bytes"] = fit_kv_cache(args["kv_cache_memory_bytes"], cpu_available_bytes())
         log.info("starting vLLM on %s: %s", "GPU" if self.on_gpu else "CPU", args)
         self.llm = LLM(**args)
         self.tokenizer = self.llm.get_tokenizer()
@@ -278,6 +284,91 @@ class VLLMEngine:
             if type(e).__name__ == "EngineDeadError" or "out of memory" in str(e).lower():
                 raise FatalEngineError(f"{type(e).__name__}: {e}") from e
             raise
+
+
+# Page-cache counters in a cgroup's memory.stat: v2 names, then v1's hierarchical names.
+_RECLAIMABLE = {"v2": ("active_file", "inactive_file", "slab_reclaimable"),
+                "v1": ("total_active_file", "total_inactive_file")}
+
+
+CGROUP_ROOT = "/sys/fs/cgroup"
+
+
+def cgroup_page_cache_bytes(root: Optional[str] = None) -> int:
+    """Bytes of the cgroup's memory usage that the kernel can drop on demand: the file page
+    cache (and reclaimable slab on cgroup v2), read from ``memory.stat``; 0 when there is no
+    memory cgroup or it cannot be read.
+
+    vLLM's CPU worker (since its cgroup-limit fix) takes ``limit - memory.current`` as the
+    memory left for the KV cache. ``memory.current`` counts the page cache, so in a container
+    that has written a few GB (a pip install, Delta tables) the probe reports almost nothing
+    free although the kernel would hand it over at once, and the engine refuses to start:
+    "Available memory on node 0 (...) on kv cache allocation is less than requested memory".
+    The host-wide branch of the same probe already counts the page cache as free.
+    """
+    root = root or CGROUP_ROOT
+    for version, stat in (("v2", os.path.join(root, "memory.stat")),
+                          ("v1", os.path.join(root, "memory", "memory.stat"))):
+        try:
+            with open(stat) as f:
+                fields = dict(line.split()[:2] for line in f if len(line.split()) >= 2)
+        except OSError:
+            continue
+        return sum(int(fields.get(name, 0)) for name in _RECLAIMABLE[version])
+    return 0
+
+
+def cpu_available_bytes() -> Optional[int]:
+    """Memory vLLM's CPU worker will count as free for its KV cache (its own probe, on the
+    NUMA node of this process's first CPU), or None when the probe is not there."""
+    try:
+        from vllm.utils import cpu_resource_utils as probe
+
+        node = probe.get_allowed_cpu_list()[0].numa_node
+        return int(probe.get_memory_node_info(node).available_memory)
+    except Exception:  # another vLLM layout: let vLLM decide
+        return None
+
+
+def fit_kv_cache(wanted: int, available: Optional[int]) -> int:
+    """The default CPU KV cache, shrunk to half of what is free when that is less (never below
+    ``MIN_CPU_KV_CACHE_BYTES``; below that vLLM's own check fails with its message). A size set
+    in ``engine_kwargs`` or ``VLLM_CPU_KVCACHE_SPACE`` is not passed through here.
+
+    >>> fit_kv_cache(2 << 30, None) == fit_kv_cache(2 << 30, 64 << 30) == 2 << 30
+    True
+    >>> fit_kv_cache(2 << 30, 3 << 30) >> 20, fit_kv_cache(2 << 30, 100 << 20) >> 20
+    (1536, 256)
+    """
+    if available is None or wanted <= available // 2:
+        return wanted
+    fitted = max(MIN_CPU_KV_CACHE_BYTES, available // 2)
+    log.warning("only %.1f GiB of memory is free: vLLM's KV cache shrinks from %.2f to %.2f GiB "
+                "(fewer sequences per step)", available / (1 << 30), wanted / (1 << 30), fitted / (1 << 30))
+    return fitted
+
+
+def count_page_cache_as_free() -> bool:
+    """Make vLLM's CPU memory probe subtract the cgroup's reclaimable page cache from the
+    cgroup's usage (see ``cgroup_page_cache_bytes``); True when the probe was found and
+    wrapped. Idempotent; vLLM versions without the probe are left alone."""
+    try:
+        from vllm.utils import cpu_resource_utils as probe
+    except ImportError:
+        return False
+    usage = getattr(probe, "get_cgroup_memory_usage", None)
+    if usage is None:
+        return False
+    if getattr(usage, "_nr_page_cache_aware", False):
+        return True
+
+    def usage_without_page_cache():
+        used = usage()
+        return None if used is None else max(0, used - cgroup_page_cache_bytes())
+
+    usage_without_page_cache._nr_page_cache_aware = True
+    probe.get_cgroup_memory_usage = usage_without_page_cache
+    return True
 
 
 def _has_structured_outputs() -> bool:
