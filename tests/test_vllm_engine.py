@@ -214,9 +214,19 @@ def test_vllm_memory_probe_counts_page_cache_as_free_in_a_full_cgroup(tmp_path, 
     vLLM's probe said less than 1 GiB was free and refused to start the engine."""
     from vllm.utils import cpu_resource_utils as probe
 
+    limit = 8 * GiB  # below the machine's RAM, as in a container
+    # vLLM caches the limit for the process: clear it so that neither the machine's limit
+    # leaks into this test nor the fake one into the engines that later tests build.
+    probe.get_cgroup_memory_limit.cache_clear()
+    try:
+        _check_probe_with_fake_cgroup(probe, limit, tmp_path, monkeypatch)
+    finally:
+        probe.get_cgroup_memory_limit.cache_clear()
+
+
+def _check_probe_with_fake_cgroup(probe, limit, tmp_path, monkeypatch):
     import udfs.llm.vllm_engine as ve
 
-    limit = 8 * GiB  # below the machine's RAM, as in a container
     fake = {"/sys/fs/cgroup/memory.max": limit, "/sys/fs/cgroup/memory.current": limit - (512 << 20)}
     monkeypatch.setattr(probe, "_read_int_file", lambda path: fake.get(path))
     monkeypatch.setattr(probe, "get_cgroup_memory_usage", probe.get_cgroup_memory_usage)  # undone after
