@@ -202,27 +202,16 @@ def permutations(num_perm: int, seed: int) -> tuple[np.ndarray, np.ndarray]:
     return np.array(a, dtype=np.uint64), np.array(b, dtype=np.uint64)
 
 
-def mulmod(a: np.ndarray, x: np.ndarray) -> np.ndarray:
-    """``(a * x) mod (2^61 - 1)`` exactly, elementwise with broadcasting, for ``a, x < 2^61``.
+def mulmod(x: np.ndarray, a: np.ndarray) -> np.ndarray:
+    """``(x[i] * a[j]) mod (2^61 - 1)`` as a ``(len(x), len(a))`` matrix, exactly, for entries
+    below 2^61: ``_MinHasher``'s own arithmetic with ``b = 0``, so checking this checks it.
 
-    >>> int(mulmod(np.uint64(MERSENNE_PRIME - 1), np.uint64(MERSENNE_PRIME - 1)))  # (-1)^2
+    >>> int(mulmod(np.uint64(MERSENNE_PRIME - 1), np.uint64(MERSENNE_PRIME - 1))[0, 0])  # (-1)^2
     1
     """
-    a, x = np.asarray(a, dtype=np.uint64), np.asarray(x, dtype=np.uint64)
-    shape = np.broadcast_shapes(a.shape, x.shape)
-    # at least 1-d: numpy warns about the intended wrap-around only on 0-d (scalar) operands
-    a, x = np.broadcast_to(a, shape).reshape(-1), np.broadcast_to(x, shape).reshape(-1)
-    return _affine_mod_p(a, np.zeros_like(a), x).reshape(shape)
-
-
-def _affine_mod_p(a: np.ndarray, b: np.ndarray, x: np.ndarray) -> np.ndarray:
-    """``(a * x + b) mod p`` with the same arithmetic as ``_MinHasher``, without its buffers."""
-    a0, a1 = a & _M32, a >> _U(32)
-    x0, x1 = x & _M32, x >> _U(32)
-    lo, mid, hi8 = a0 * x0, a1 * x0 + a0 * x1, (a1 << _U(3)) * x1
-    s = (lo & _P) + (lo >> _U(61)) + hi8 + (mid >> _U(29)) + ((mid << _U(32)) & _P) + b
-    r = (s & _P) + (s >> _U(61))
-    return np.minimum(r, r - _P)
+    x = np.atleast_1d(np.asarray(x, dtype=np.uint64))
+    a = np.atleast_1d(np.asarray(a, dtype=np.uint64))
+    return _MinHasher(a, np.zeros_like(a), block=max(1, len(x)))._block_values(x).copy()
 
 
 class _MinHasher:
