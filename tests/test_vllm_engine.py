@@ -21,6 +21,7 @@ from udfs.llm.engines import vllm_available
 from udfs.llm.selfscore import yes_no_score
 from udfs.llm.truncate import CUT, cut_middle, fit_messages
 from udfs.llm.vllm_engine import (
+    CPU_KV_CACHE_BYTES,
     MIN_CPU_KV_CACHE_BYTES,
     cgroup_page_cache_bytes,
     completion_from_output,
@@ -77,6 +78,15 @@ def test_engine_args_for_cpu_and_gpu():
     assert "enforce_eager" not in gpu and gpu["enable_prefix_caching"] is False
     # engine_kwargs override our defaults
     assert engine_args({"engine_kwargs": {"enforce_eager": False}}, "/m", on_gpu=False)["enforce_eager"] is False
+
+
+def test_cpu_kv_cache_shrinks_with_free_memory_unless_its_size_is_set(monkeypatch):
+    monkeypatch.delenv("VLLM_CPU_KVCACHE_SPACE", raising=False)
+    kv = lambda cfg: engine_args(cfg, "/m", on_gpu=False, cpu_free_bytes=1 << 30)["kv_cache_memory_bytes"]
+    assert kv({}) == 512 << 20  # half of the free GiB
+    assert kv({"engine_kwargs": {"kv_cache_memory_bytes": 3 << 30}}) == 3 << 30
+    monkeypatch.setenv("VLLM_CPU_KVCACHE_SPACE", "4")  # vLLM applies it over our argument
+    assert kv({}) == CPU_KV_CACHE_BYTES
 
 
 # --- engine choice ----------------------------------------------------------------------

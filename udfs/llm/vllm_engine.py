@@ -29,10 +29,10 @@ _FINISH = {"stop": "stop", "length": "length", "abort": "error"}
 # them). The guidance backend rather than vLLM's "auto" (xgrammar first): xgrammar turns the
 # parsers' maxLength/minLength bounds into grammar repetitions, and on 2 CPU cores the same
 # verdict-schema request took several times longer with it (48 s against 10 s, on a busy
-# machine). Compact JSON keeps the small model from spending max_tokens on layout. The
-# parsers' schemas do not say "additionalProperties": false, which JSON Schema reads as "any
-# extra key allowed": SmolLM2 then invents keys ("answer_type", "reference_answer_id", ...)
-# until max_tokens cuts the object off, so extra keys are disallowed here.
+# machine). Compact JSON keeps the small model from spending max_tokens on layout. A schema
+# without "additionalProperties": false (JSON Schema's "any extra key allowed") lets SmolLM2
+# invent keys ("answer_type", "reference_answer_id", ...) until max_tokens cuts the object
+# off; udfs.parsers.SCHEMAS say false, and this disallows extra keys for any other schema too.
 STRUCTURED_OUTPUTS_CONFIG = {"backend": "guidance", "disable_any_whitespace": True,
                              "disable_additional_properties": True}
 CPU_KV_CACHE_BYTES = 2 << 30
@@ -141,8 +141,9 @@ def vllm_sampling_params(s: Sampling):
     return SamplingParams(**kw)
 
 
-def engine_args(model_cfg: dict, model_path: str, on_gpu: bool) -> dict:
+def engine_args(model_cfg: dict, model_path: str, on_gpu: bool, cpu_free_bytes: Optional[int] = None) -> dict:
     """Keyword arguments for ``vllm.LLM`` from a ``ModelConfig`` dict; ``engine_kwargs`` win.
+    ``cpu_free_bytes`` (what vLLM's CPU probe will count as free) sizes the default KV cache.
 
     >>> a = engine_args({"max_model_len": 1024}, "/m", on_gpu=False)
     >>> a["dtype"], a["enforce_eager"], "tensor_parallel_size" in a
@@ -151,6 +152,7 @@ def engine_args(model_cfg: dict, model_path: str, on_gpu: bool) -> dict:
     2
     """
     dtype = model_cfg.get("dtype") or "auto"
+    engine_kwargs = model_cfg.get("engine_kwargs") or {}
     args: dict[str, Any] = {
         "model": model_path,
         "max_model_len": int(model_cfg.get("max_model_len") or 2048),
@@ -166,9 +168,12 @@ def engine_args(model_cfg: dict, model_path: str, on_gpu: bool) -> dict:
         # No CUDA graphs to capture on CPU; eager mode also skips a long torch.compile.
         args["enforce_eager"] = True
         # A bounded KV cache, so that one engine per Spark Python worker fits in memory
-        # (2 GiB holds about 46k tokens of SmolLM2). VLLM_CPU_KVCACHE_SPACE, if set, wins.
-        args["kv_cache_memory_bytes"] = CPU_KV_CACHE_BYTES
-    args.update(model_cfg.get("engine_kwargs") or {})
+        # (2 GiB holds about 46k tokens of SmolLM2). A size in engine_kwargs wins, and so does
+        # VLLM_CPU_KVCACHE_SPACE (vLLM applies it over this argument): neither is shrunk.
+        explicit = "kv_cache_memory_bytes" in engine_kwargs or os.environ.get("VLLM_CPU_KVCACHE_SPACE")
+        args["kv_cache_memory_bytes"] = (CPU_KV_CACHE_BYTES if explicit
+                                         else fit_kv_cache(CPU_KV_CACHE_BYTES, cpu_free_bytes))
+    args.update(engine_kwargs)
     return args
 
 
@@ -214,11 +219,9 @@ class VLLMEngine:
             count_page_cache_as_free()
 
         path = resolve_model(model_cfg["model"], "vllm", model_cfg.get("cache_dir"))
-        args = engine_args(model_cfg, path, self.on_gpu)
+        args = engine_args(model_cfg, path, self.on_gpu, None if self.on_gpu else cpu_available_bytes())
         if not _has_structured_outputs() and "structured_outputs_config" not in (model_cfg.get("engine_kwargs") or {}):
             args.pop("structured_outputs_config")  # vLLM < 0.11: guided decoding with its own defaults
-        if not self.on_gpu and "kv_cache_memory_bytes" not in (model_cfg.get("engine_kwargs") or {}):
-            args["kv_cache_memory_bytes"] = fit_kv_cache(args["kv_cache_memory_bytes"], cpu_available_bytes())
         log.info("starting vLLM on %s: %s", "GPU" if self.on_gpu else "CPU", args)
         self.llm = LLM(**args)
         self.tokenizer = self.llm.get_tokenizer()
@@ -286,12 +289,10 @@ class VLLMEngine:
             raise
 
 
+CGROUP_ROOT = "/sys/fs/cgroup"
 # Page-cache counters in a cgroup's memory.stat: v2 names, then v1's hierarchical names.
 _RECLAIMABLE = {"v2": ("active_file", "inactive_file", "slab_reclaimable"),
                 "v1": ("total_active_file", "total_inactive_file")}
-
-
-CGROUP_ROOT = "/sys/fs/cgroup"
 
 
 def cgroup_page_cache_bytes(root: Optional[str] = None) -> int:
@@ -311,7 +312,7 @@ def cgroup_page_cache_bytes(root: Optional[str] = None) -> int:
                           ("v1", os.path.join(root, "memory", "memory.stat"))):
         try:
             with open(stat) as f:
-                fields = dict(line.split()[:2] for line in f if len(line.split()) >= 2)
+                fields = dict(parts[:2] for parts in map(str.split, f) if len(parts) >= 2)
         except OSError:
             continue
         return sum(int(fields.get(name, 0)) for name in _RECLAIMABLE[version])
