@@ -76,6 +76,12 @@ class DedupStats:
     removed: int = 0
     cc_iterations: int = 0
 
+    @classmethod
+    def for_config(cls, cfg: DedupConfig) -> "DedupStats":
+        """Empty counts with the LSH parameters and S-curve that ``cfg`` gives."""
+        bands, rows = lsh_params(cfg)
+        return cls(bands=bands, rows_per_band=rows, s_curve=s_curve(cfg.threshold, bands, rows))
+
     def summary(self) -> str:
         curve = ", ".join(f"P({s})={p:.3f}" for s, p in self.s_curve.items())
         return (f"rows={self.rows} candidate_pairs={self.candidate_pairs} verified_pairs={self.verified_pairs} "
@@ -320,10 +326,8 @@ def find_duplicate_clusters(df: DataFrame, id_col: str, text_col: str, cfg: Dedu
     ``score_col`` (or ``cfg.score_col`` when ``cfg.keep == 'highest_score'``) picks the kept
     row. Raises ValueError when ids repeat: an id must identify one text.
     """
-    stats = DedupStats()
-    bands, rows = lsh_params(cfg)
-    stats.bands, stats.rows_per_band = bands, rows
-    stats.s_curve = s_curve(cfg.threshold, bands, rows)
+    stats = DedupStats.for_config(cfg)
+    bands, rows = stats.bands, stats.rows_per_band
     log.info("dedup: threshold=%.2f ngram=%d num_perm=%d -> b=%d bands x r=%d rows; P(candidate | J): %s",
              cfg.threshold, cfg.ngram, cfg.num_perm, bands, rows,
              ", ".join(f"{s}: {p:.3f}" for s, p in stats.s_curve.items()))
@@ -399,9 +403,7 @@ def _run(ctx, table: str, id_col: str, text_col: str, cfg: DedupConfig, prefix: 
     else:
         log.warning("[%s] %s does not exist: writing empty results", ctx.stage, table)
         clusters, pairs = spark.createDataFrame([], CLUSTERS_SCHEMA), spark.createDataFrame([], PAIRS_SCHEMA)
-        stats = DedupStats()
-        stats.bands, stats.rows_per_band = lsh_params(cfg)
-        stats.s_curve = s_curve(cfg.threshold, stats.bands, stats.rows_per_band)
+        stats = DedupStats.for_config(cfg)
     ctx.store.overwrite(f"{prefix}_clusters", clusters)
     ctx.store.overwrite(f"{prefix}_pairs", pairs)
     clusters.unpersist()
