@@ -154,8 +154,8 @@ def first_positions(text: Optional[str], n: int = 13, tokenize: str = NORMALIZE_
     >>> first_positions("a b a b a", 2) == {"a b": 0, "b a": 1}
     True
     """
-    if tokenize == NORMALIZE_FIRST:  # the hot path, inlined
-        t = text.translate(_TABLE).split() if text else []
+    if tokenize == NORMALIZE_FIRST:  # the hot path: no (position, gram) tuples
+        t = tokens(text)
         k = len(t) - n + 1
         if k <= 0:
             return {WHOLE + " ".join(t): 0} if t else {}
