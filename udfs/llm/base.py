@@ -6,11 +6,33 @@ Executor side: nothing here imports ``jobs``. Configs arrive as plain dicts (the
 from __future__ import annotations
 
 import json
+import math
 from dataclasses import dataclass, field, fields
-from typing import Any, Optional, Protocol, Sequence
+from typing import Any, Iterable, Optional, Protocol, Sequence
 
 Message = dict  # {"role": "system"|"user"|"assistant", "content": str}
 Conversation = list  # list[Message]
+
+
+def merge_token_logprobs(pairs: Iterable[tuple[str, Optional[float]]]) -> dict[str, float]:
+    """``{token text: logprob}`` from (text, logprob) pairs: a pair without a number (None,
+    NaN) is skipped, and a text listed twice (two token ids that decode alike, such as byte
+    fallbacks) gets the sum of their probabilities.
+
+    >>> merge_token_logprobs([("Yes", -0.1), ("No", float("nan")), ("No", None), ("Yes", float("-inf"))])
+    {'Yes': -0.1}
+    >>> round(merge_token_logprobs([("a", math.log(0.25)), ("a", math.log(0.25))])["a"], 6) == round(math.log(0.5), 6)
+    True
+    """
+    out: dict[str, float] = {}
+    for text, lp in pairs:
+        if lp is None or math.isnan(lp := float(lp)):
+            continue
+        if text in out:
+            hi, lo = max(out[text], lp), min(out[text], lp)
+            lp = hi if lo == float("-inf") else hi + math.log1p(math.exp(lo - hi))
+        out[text] = lp
+    return out
 
 
 @dataclass(frozen=True)

@@ -66,7 +66,7 @@ import time
 import weakref
 from typing import Any, Optional, Sequence
 
-from udfs.llm.base import Completion, Conversation, FatalEngineError, Sampling
+from udfs.llm.base import Completion, Conversation, FatalEngineError, Sampling, merge_token_logprobs
 from udfs.llm.truncate import fit_messages
 
 log = logging.getLogger(__name__)
@@ -127,11 +127,6 @@ def approx_tokens(messages: Conversation, chars_per_token: float = 3.0) -> int:
                for m in messages)
 
 
-def _logaddexp(a: float, b: float) -> float:
-    hi, lo = max(a, b), min(a, b)
-    return hi if lo == float("-inf") else hi + math.log1p(math.exp(lo - hi))
-
-
 def first_token_logprobs(choice: dict) -> Optional[dict[str, float]]:
     """``choices[i].logprobs.content[0].top_logprobs`` as ``{token: logprob}``; two entries
     that are the same text are merged by adding their probabilities.
@@ -149,14 +144,7 @@ def first_token_logprobs(choice: dict) -> Optional[dict[str, float]]:
     tops = first.get("top_logprobs") or []
     if not tops and "token" in first:  # top_logprobs=0: only the sampled token
         tops = [first]
-    out: dict[str, float] = {}
-    for t in tops:
-        tok, lp = t.get("token"), t.get("logprob")
-        if tok is None or lp is None or (isinstance(lp, float) and math.isnan(lp)):
-            continue
-        lp = float(lp)
-        out[tok] = lp if tok not in out else _logaddexp(out[tok], lp)
-    return out or None
+    return merge_token_logprobs((t.get("token"), t.get("logprob")) for t in tops if t.get("token") is not None) or None
 
 
 def split_completion_tokens(total: int, choices: list[dict], max_tokens: Optional[int] = None) -> list[int]:

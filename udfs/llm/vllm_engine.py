@@ -13,11 +13,10 @@ objects: ``to_sampling_kwargs`` (our ``Sampling`` -> ``SamplingParams`` keyword 
 from __future__ import annotations
 
 import logging
-import math
 import os
 from typing import Any, Optional, Sequence
 
-from udfs.llm.base import Completion, Conversation, FatalEngineError, Sampling
+from udfs.llm.base import Completion, Conversation, FatalEngineError, Sampling, merge_token_logprobs
 from udfs.llm.truncate import fit_messages
 
 log = logging.getLogger(__name__)
@@ -81,20 +80,10 @@ def first_token_logprobs(sample_output) -> Optional[dict[str, float]]:
     first = positions[0]
     if not first:
         return None
-    out: dict[str, float] = {}
-    for token_id, lp in first.items():
-        value = float(getattr(lp, "logprob", lp))
-        if math.isnan(value):
-            continue
-        text = getattr(lp, "decoded_token", None)
-        text = str(token_id) if text is None else text
-        out[text] = value if text not in out else _logaddexp(out[text], value)
-    return out
-
-
-def _logaddexp(a: float, b: float) -> float:
-    hi, lo = max(a, b), min(a, b)
-    return hi if lo == float("-inf") else hi + math.log1p(math.exp(lo - hi))
+    return merge_token_logprobs(
+        (str(token_id) if getattr(lp, "decoded_token", None) is None else lp.decoded_token,
+         float(getattr(lp, "logprob", lp)))
+        for token_id, lp in first.items())
 
 
 def completion_from_output(sample_output, prompt_tokens: int, *, want_logprobs: bool = False,
