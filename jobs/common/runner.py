@@ -22,6 +22,7 @@ from typing import Callable, Optional, Sequence
 from pyspark.sql import DataFrame, SparkSession
 from pyspark.sql import functions as F
 
+from jobs.common import attempts
 from jobs.common.config import PipelineConfig
 from jobs.common.spark import get_spark, is_local
 from jobs.common.storage import TableStore
@@ -228,6 +229,11 @@ def run_stage(
     t0 = time.monotonic()
     input_versions = {t: store.version(t) for t in inputs}
     status, error = "ok", None
+    # a killed driver writes no runs row: a marker stands in until this run's row is written
+    attempt = attempts.start(store, RUNS_SCHEMA, {
+        "run_id": run_id, "pipeline_run_id": ctx.pipeline_run_id, "stage": name, "started_at": started.isoformat(),
+        "config_hash": cfg.config_hash(), "input_versions": {k: v for k, v in input_versions.items() if v is not None},
+        "stage_config_hash": cfg.config_hash(name) if name in type(cfg).model_fields else None})
     log.info("[%s] start (run %s)", name, run_id)
     try:
         stage_fn = getattr(module, "run_" + name, None) or module.run
@@ -258,6 +264,8 @@ def run_stage(
             store.append("runs", spark.createDataFrame([row], RUNS_SCHEMA))
         except Exception:  # the stage's own error matters more than a failed bookkeeping write
             log.exception("[%s] could not write the runs row", name)
+        else:
+            attempts.finish(store, attempt)
         log.info("[%s] %s in %.1fs: %s", name, status, wall, _fmt_counts(ctx.counts))
     return row
 
