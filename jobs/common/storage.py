@@ -126,6 +126,7 @@ class DeltaBackend:
     def append(self, path: str, df: DataFrame) -> int: ...
     def overwrite(self, path: str, df: DataFrame) -> int: ...
     def append_new(self, path: str, df: DataFrame, keys: Sequence[str]) -> int: ...
+    def delete_where(self, path: str, predicate: str) -> None: ...
 
 
 def _check_schema(path: str, table_schema: "pa.Schema | list[tuple[str, str]]", new: list[tuple[str, str]]) -> None:
@@ -291,6 +292,9 @@ class NativeDelta(DeltaBackend):
                 new.unpersist()
 
         return self._with_retries(path, attempt)
+
+    def delete_where(self, path: str, predicate: str) -> None:
+        self._with_retries(path, lambda: self._dt(path).delete(predicate))
 
 
 @dataclass
@@ -475,6 +479,10 @@ class BridgeDelta(DeltaBackend):
     def append_new(self, path: str, df: DataFrame, keys: Sequence[str]) -> int:
         return self._write(path, df, "append", keys=keys)
 
+    def delete_where(self, path: str, predicate: str) -> None:
+        # delta-rs rewrites the files holding matching rows and commits once (conflict-checked)
+        self._table(path).delete(predicate)
+
 
 def _has_deletion_vectors(dt) -> bool:
     for batch in dt.deletion_vectors():
@@ -611,6 +619,15 @@ class TableStore:
     def append_new(self, name: str, df: DataFrame, keys: Sequence[str]) -> int:
         """Append the rows whose keys are not in the table yet (idempotent under retries)."""
         return self.backend.append_new(self.path(name), df, keys)
+
+    def delete_where(self, name: str, predicate: str) -> int:
+        """Delete the rows matching a SQL ``predicate``; returns how many. No match, no commit."""
+        if not self.exists(name):
+            return 0
+        n = self.read(name).where(predicate).count()
+        if n:
+            self.backend.delete_where(self.path(name), predicate)
+        return n
 
     def keys_present(self, name: str, keys: Sequence[str]) -> Optional[DataFrame]:
         return self.read(name).select(*keys).distinct() if self.exists(name) else None
