@@ -112,9 +112,19 @@ def nr_run(config: str, stages: list[str], env_extra: dict) -> subprocess.Popen:
     env = {**os.environ, "PYTHONPATH": REPO, "PYSPARK_PYTHON": sys.executable,
            "PYSPARK_DRIVER_PYTHON": sys.executable, **env_extra}
     env.pop("PYSPARK_GATEWAY_PORT", None)
-    return subprocess.Popen([sys.executable, "-m", "jobs.cli", "run", "--config", config, "--stages", ",".join(stages),
-                             "--log-level", "WARNING"], cwd=REPO, env=env,
-                            stdout=subprocess.PIPE, stderr=subprocess.STDOUT, start_new_session=True)
+    # output to a file: a pipe nobody reads while we wait could fill up and stall the run
+    out = open(f"{config}.{len(glob.glob(config + '.*.log'))}.log", "wb")
+    proc = subprocess.Popen([sys.executable, "-m", "jobs.cli", "run", "--config", config, "--stages",
+                             ",".join(stages), "--log-level", "WARNING"], cwd=REPO, env=env,
+                            stdout=out, stderr=subprocess.STDOUT, start_new_session=True)
+    proc.log_path = out.name
+    out.close()
+    return proc
+
+
+def output(proc) -> str:
+    with open(proc.log_path, "rb") as f:
+        return f.read().decode(errors="replace")[-3000:]
 
 
 def kill_group(proc: subprocess.Popen) -> None:
@@ -125,25 +135,23 @@ def kill_group(proc: subprocess.Popen) -> None:
         pass
 
 
-def run_killed_by_hook(config: str, stages: list[str], fault: str, timeout: float = 600) -> str:
+def run_killed_by_hook(config: str, stages: list[str], fault: str, timeout: float = 900) -> None:
     proc = nr_run(config, stages, {"NR_FAULT": fault})
     try:
-        out, _ = proc.communicate(timeout=timeout)
+        proc.wait(timeout=timeout)
     finally:
         kill_group(proc)  # the driver died by SIGKILL; its JVM and workers go with the group
-    text = out.decode(errors="replace")
-    assert proc.returncode == -signal.SIGKILL, f"NR_FAULT={fault} did not kill the run (rc {proc.returncode}):\n{text[-3000:]}"
-    return text
+    assert proc.returncode == -signal.SIGKILL, f"NR_FAULT={fault} did not kill the run (rc {proc.returncode}):\n{output(proc)}"
 
 
-def run_killed_after(config: str, stages: list[str], root: str, watch: str, delay_s: float, timeout: float = 600):
+def run_killed_after(config: str, stages: list[str], root: str, watch: str, delay_s: float, timeout: float = 900):
     """SIGKILL the run ``delay_s`` after ``watch`` got its first commit."""
     proc = nr_run(config, stages, {})
     t0 = time.monotonic()
     try:
         base = commits(root, watch)
         while commits(root, watch) <= base:
-            assert proc.poll() is None, proc.communicate()[0].decode(errors="replace")[-3000:]
+            assert proc.poll() is None, output(proc)
             assert time.monotonic() - t0 < timeout, "no chunk was committed in time"
             time.sleep(0.05)
         time.sleep(delay_s)
