@@ -171,7 +171,8 @@ def stage_pending(ctx: "StageContext", slot: str, pending: DataFrame, chunk_keys
         (pending.write.mode("overwrite").option("maxRecordsPerFile", int(chunk_rows))
          .parquet(location))
         _mark_complete(spark, location, build)
-    staged = spark.read.parquet(location)
+    # The schema is given, not inferred: an empty pending set leaves no Parquet file to infer from.
+    staged = spark.read.schema(pending.schema).parquet(location)
     # Row counts per file: Parquet footers only (no column is read), one small job.
     file_rows = [(r[0], int(r[1])) for r in
                  staged.select(F.input_file_name().alias("f")).groupBy("f").count().collect()]
