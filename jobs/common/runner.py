@@ -111,6 +111,15 @@ class StageContext:
         done = self.store.keys_present(output, keys)
         return df if done is None else df.join(done, on=list(keys), how="left_anti")
 
+    def _default_in_flight(self) -> int:
+        """2 chunk jobs at once (the next one's tasks fill the slots of the previous one's
+        stragglers), except in local mode with an in-process model: there every concurrent
+        generation task would load its own copy onto the same cores."""
+        in_process = {"auto", "vllm", "transformers"}
+        if is_local(self.spark) and any(m.engine in in_process for m in self.cfg.llm.models.values()):
+            return 1
+        return 2
+
     def process_in_chunks(
         self,
         pending: DataFrame,
@@ -148,7 +157,7 @@ class StageContext:
             log.info("[%s] nothing to do: every key is already in %s", self.stage, output)
             chunks.remove_path(self.spark, plan.location)
             return 0
-        in_flight = self.cfg.pipeline.chunks_in_flight or (1 if is_local(self.spark) else 2)
+        in_flight = self.cfg.pipeline.chunks_in_flight or self._default_in_flight()
         log.info("[%s] %d pending rows in %d chunk(s) of <= %d rows, %d in flight", self.stage, plan.total,
                  len(plan.chunks), chunk_rows, in_flight)
         with _progress(self, plan.total, f"{self.stage} -> {output}") as advance:
