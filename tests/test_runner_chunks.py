@@ -84,7 +84,8 @@ def test_a_failed_run_resumes_from_its_staging_and_commits_nothing_twice(spark, 
         ctx.count("out", ctx.process_in_chunks(pending, ["k"], fn, "dst", ["k"], chunk_rows=10))
 
     _stage(monkeypatch, "resume", run)
-    monkeypatch.setattr(cfg.pipeline, "chunks_in_flight", 2)
+    # one chunk job at a time, so that "the 4th call fails" is the 4th chunk (commits stay in the background)
+    monkeypatch.setattr(cfg.pipeline, "chunks_in_flight", 1)
     with pytest.raises(RuntimeError, match="preempted"):
         runner.run_stage(cfg, "resume", spark=spark)
     committed = store.read("dst").count()
