@@ -3,6 +3,7 @@ from __future__ import annotations
 
 import contextlib
 import functools
+import logging
 from typing import Optional, Sequence
 
 from pyspark.sql import Column, DataFrame
@@ -17,6 +18,7 @@ from udfs.llm.generate import OUTPUT_FIELDS, generate_batches
 from udfs.llm.prompts import load_prompt
 
 MESSAGES_TYPE = "array<struct<role:string,content:string>>"
+log = logging.getLogger("nr")
 
 
 class PromptFieldError(ValueError):
@@ -114,7 +116,11 @@ def engine_worker_pool(spark, pool: str):
     stages: the next task finds the worker that already built the engine (``reuse`` must stay
     on, Spark's default) instead of a worker that ran a parser and would build a second one.
     """
-    env = spark.sparkContext.environment
+    sc = spark.sparkContext
+    if (sc.getConf().get("spark.python.worker.reuse", "true") or "true").lower() == "false":
+        log.warning("spark.python.worker.reuse is false: every generation task starts a fresh Python worker "
+                    "and loads the model again; set it to true")
+    env = sc.environment
     before = env.get(POOL_ENV)
     env[POOL_ENV] = pool
     try:
