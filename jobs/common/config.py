@@ -77,6 +77,9 @@ class PipelineSection(_Model):
         ]
     )
     chunk_rows: int = Field(256, ge=1, description="rows per commit in long (LLM) stages")
+    chunks_in_flight: Optional[int] = Field(
+        None, ge=1, description="chunk jobs of an LLM stage running at once (their commits stay in order); "
+        "default 2, or 1 in local mode with an in-process model (vllm, transformers)")
     progress: bool = True
 
 

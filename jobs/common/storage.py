@@ -93,6 +93,16 @@ class DeltaBackend:
     def overwrite(self, path: str, df: DataFrame) -> int: ...
     def append_new(self, path: str, df: DataFrame, keys: Sequence[str]) -> int: ...
 
+    # Chunked, idempotent appends (the stage runner's chunk commits): ``stage_append`` writes a
+    # chunk's files without making them visible, ``commit_staged`` adds them in one commit that
+    # carries Delta's application transaction (``app_id``, ``txn_version``), and
+    # ``txn_version`` reads back the last committed version of ``app_id``.
+    def stage_append(self, path: str, df: DataFrame) -> "_Staged": ...
+    def staged_location(self, path: str, staged: "_Staged") -> str: ...
+    def commit_staged(self, path: str, staged: "_Staged", app_id: str, txn_version: int) -> bool: ...
+    def discard_staged(self, path: str, staged: "_Staged") -> None: ...
+    def txn_version(self, path: str, app_id: str) -> Optional[int]: ...
+
 
 def _check_schema(path: str, table_schema: "pa.Schema | list[tuple[str, str]]", new: list[tuple[str, str]]) -> None:
     old = dict(table_schema)
@@ -168,6 +178,49 @@ class NativeDelta(DeltaBackend):
             .whenNotMatchedInsertAll().execute()
         )
         return -1
+
+    def stage_append(self, path: str, df: DataFrame) -> "_Staged":
+        # Delta's writer commits as it writes: stage as Parquet in a folder Delta ignores (a
+        # leading underscore), then commit_staged copies it in with txnAppId/txnVersion.
+        folder = f"_nr_staged/part-{uuid.uuid4().hex}"
+        df.write.mode("errorifexists").parquet(f"{path.rstrip('/')}/{folder}")
+        return _Staged(folder, [], None, -1)
+
+    def staged_location(self, path: str, staged: "_Staged") -> str:
+        return f"{path.rstrip('/')}/{staged.folder}"
+
+    def commit_staged(self, path: str, staged: "_Staged", app_id: str, txn_version: int) -> bool:
+        done = self.txn_version(path, app_id)
+        if done is not None and done >= txn_version:
+            self.discard_staged(path, staged)
+            return False
+        data = self.spark.read.parquet(self.staged_location(path, staged))
+        if self.exists(path):
+            _check_schema(path, _spark_fields(self.read(path)), _spark_fields(data))
+        # Delta skips a write whose (txnAppId, txnVersion) it has already committed.
+        (data.write.format("delta").mode("append").option("txnAppId", app_id)
+         .option("txnVersion", int(txn_version)).save(path))
+        self.discard_staged(path, staged)
+        return True
+
+    def discard_staged(self, path: str, staged: "_Staged") -> None:
+        jvm = self.spark._jvm
+        target = jvm.org.apache.hadoop.fs.Path(self.staged_location(path, staged))
+        target.getFileSystem(self.spark._jsc.hadoopConfiguration()).delete(target, True)
+
+    def txn_version(self, path: str, app_id: str) -> Optional[int]:
+        if not self.exists(path):
+            return None
+        jvm = self.spark._jvm
+        try:  # Delta's own snapshot (the signature of update() moved between Delta releases)
+            log_ = jvm.org.apache.spark.sql.delta.DeltaLog.forTable(self.spark._jsparkSession, path)
+            got = log_.update(False, jvm.scala.Option.empty(), jvm.scala.Option.empty()).transactions().get(app_id)
+            return int(got.get()) if got.isDefined() else None
+        except Exception:
+            from deltalake import DeltaTable
+
+            return DeltaTable(delta_uri(path), storage_options=dict(self.cfg.storage_options) or None
+                              ).transaction_version(app_id)
 
 
 @dataclass
@@ -280,7 +333,8 @@ class BridgeDelta(DeltaBackend):
         except OSError:
             log.warning("could not remove uncommitted files in %s/%s", path, staged.folder)
 
-    def _commit(self, path: str, staged: _Staged, mode: str, expected_version: Optional[int]) -> None:
+    def _commit(self, path: str, staged: _Staged, mode: str, expected_version: Optional[int],
+                txns: Sequence = ()) -> None:
         """Commit ``staged`` as version ``expected_version + 1`` and nothing else.
 
         delta-rs would rebase a blind append onto a newer version by itself; with no
@@ -294,13 +348,15 @@ class BridgeDelta(DeltaBackend):
         opts = self._options() or None
         if expected_version is None:
             create_table_with_add_actions(uri, DeltaSchema.from_arrow(staged.schema), staged.files, mode="error",
-                                          storage_options=opts)
+                                          storage_options=opts,
+                                          commit_properties=CommitProperties(app_transactions=list(txns)) if txns else None)
             return
         dt = DeltaTable(uri, storage_options=opts, version=expected_version)
         if mode == "append":
             _check_schema(path, _arrow_fields(pa.schema(dt.schema().to_arrow())), _arrow_fields(staged.schema))
         dt.create_write_transaction(list(staged.files), mode=mode, schema=staged.schema,
-                                    commit_properties=CommitProperties(max_commit_retries=0))
+                                    commit_properties=CommitProperties(max_commit_retries=0,
+                                                                       app_transactions=list(txns) or None))
 
     def _write(self, path: str, df: DataFrame, mode: str, keys: Optional[Sequence[str]] = None) -> int:
         from deltalake.exceptions import CommitFailedError, DeltaError
@@ -349,6 +405,55 @@ class BridgeDelta(DeltaBackend):
 
     def append_new(self, path: str, df: DataFrame, keys: Sequence[str]) -> int:
         return self._write(path, df, "append", keys=keys)
+
+    def stage_append(self, path: str, df: DataFrame) -> _Staged:
+        return self._stage(path, df)
+
+    def staged_location(self, path: str, staged: _Staged) -> str:
+        return spark_uri(delta_uri(path).rstrip("/") + "/" + staged.folder, self.cfg.spark_s3_scheme)
+
+    def commit_staged(self, path: str, staged: _Staged, app_id: str, txn_version: int) -> bool:
+        """One append of the staged files that records (``app_id``, ``txn_version``); False (and
+        the files removed) when that transaction is already in the log. A conflict with another
+        writer re-checks the transaction and retries: the files are a blind append."""
+        from deltalake.exceptions import CommitFailedError, DeltaError
+        from deltalake.transaction import Transaction
+
+        txn = Transaction(app_id=app_id, version=int(txn_version), last_updated=int(time.time() * 1000))
+        for attempt in range(self.cfg.commit_retries + 1):
+            read_version = self.version(path)
+            done = self.txn_version(path, app_id) if read_version is not None else None
+            if done is not None and done >= txn_version:
+                self._discard(path, staged)
+                return False
+            try:
+                self._commit(path, staged, "append", read_version, txns=[txn])
+                return True
+            except CommitFailedError as e:
+                reason = str(e)
+            except DeltaError as e:
+                if not (read_version is None and "exist" in str(e).lower()):
+                    raise
+                reason = "table created concurrently"
+            log.warning("%s: another writer committed first (%s); retry %d/%d", path, reason, attempt + 1,
+                        self.cfg.commit_retries)
+            time.sleep(min(0.1 * 2**attempt, 5))
+        raise ConcurrentWriteError(f"{path}: gave up after {self.cfg.commit_retries + 1} conflicting commits")
+
+    def discard_staged(self, path: str, staged: _Staged) -> None:
+        self._discard(path, staged)
+
+    def txn_version(self, path: str, app_id: str) -> Optional[int]:
+        return self._table(path).transaction_version(app_id) if self.exists(path) else None
+
+    def num_rows(self, path: str) -> Optional[int]:
+        """Rows in the current snapshot from the log's per-file statistics (no data read);
+        None when a file has no numRecords."""
+        if not self.exists(path):
+            return None
+        actions = self._table(path).get_add_actions(flatten=True)
+        counts = actions.column("num_records").to_pylist() if "num_records" in actions.schema.names else [None]
+        return None if any(c is None for c in counts) else int(sum(counts))
 
 
 def _has_deletion_vectors(dt) -> bool:
@@ -486,6 +591,30 @@ class TableStore:
     def append_new(self, name: str, df: DataFrame, keys: Sequence[str]) -> int:
         """Append the rows whose keys are not in the table yet (idempotent under retries)."""
         return self.backend.append_new(self.path(name), df, keys)
+
+    def stage_append(self, name: str, df: DataFrame) -> _Staged:
+        """Write ``df``'s files for ``name`` without committing them (see ``commit_staged``)."""
+        return self.backend.stage_append(self.path(name), df)
+
+    def staged_location(self, name: str, staged: _Staged) -> str:
+        """Where Spark reads the staged files (their counts come from one aggregation there)."""
+        return self.backend.staged_location(self.path(name), staged)
+
+    def commit_staged(self, name: str, staged: _Staged, app_id: str, txn_version: int) -> bool:
+        """Commit staged files once: False when (``app_id``, ``txn_version``) is already committed."""
+        return self.backend.commit_staged(self.path(name), staged, app_id, txn_version)
+
+    def discard_staged(self, name: str, staged: _Staged) -> None:
+        self.backend.discard_staged(self.path(name), staged)
+
+    def txn_version(self, name: str, app_id: str) -> Optional[int]:
+        """The last transaction version ``app_id`` committed to ``name`` (None: none, or no table)."""
+        return self.backend.txn_version(self.path(name), app_id)
+
+    def num_rows(self, name: str) -> Optional[int]:
+        """Row count from the Delta log's statistics, without reading data; None when unknown."""
+        fn = getattr(self.backend, "num_rows", None)
+        return fn(self.path(name)) if fn is not None else None
 
     def keys_present(self, name: str, keys: Sequence[str]) -> Optional[DataFrame]:
         return self.read(name).select(*keys).distinct() if self.exists(name) else None

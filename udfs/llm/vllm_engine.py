@@ -149,6 +149,8 @@ def engine_args(model_cfg: dict, model_path: str, on_gpu: bool, cpu_free_bytes: 
         "dtype": "float32" if dtype == "auto" and not on_gpu else dtype,
         "seed": 0,
         "structured_outputs_config": dict(STRUCTURED_OUTPUTS_CONFIG),
+        # Every prompt of a stage starts with the same instructions: computed once, then reused.
+        "enable_prefix_caching": True,
     }
     if on_gpu:
         args["tensor_parallel_size"] = int(model_cfg.get("tensor_parallel_size") or 1)
@@ -191,6 +193,10 @@ def prepare_cpu_env(model_cfg: dict) -> None:
 class VLLMEngine:
     """``Engine`` over ``vllm.LLM``. Build it through ``udfs.llm.engines.get_engine`` (one per
     worker process); building one costs about 20-35 s on 2 CPU cores for SmolLM2-135M."""
+
+    # vLLM's scheduler batches requests itself (continuous batching): the generation UDF hands
+    # it a task's whole partition in one chat() call instead of batch_size slices.
+    continuous_batching = True
 
     def __init__(self, model_cfg: dict):
         from udfs.llm.models import resolve_model
