@@ -31,6 +31,7 @@ from __future__ import annotations
 
 import itertools
 import re
+from dataclasses import dataclass
 from typing import Iterable, Iterator, Optional, Sequence
 
 import numpy as np
@@ -521,7 +522,8 @@ def jaccard_hash_batches(batches: Iterable, *, threshold: float, tally: bool = F
              pa.array(j[ok], type=pa.float64())], names=["id_a", "id_b", "jaccard"])
         if tally:
             yield pa.RecordBatch.from_arrays(
-                [pa.nulls(1, pa.string()), pa.nulls(1, pa.string()), pa.array([float(n)], type=pa.float64())],
+                [pa.nulls(1, batch.column("id_a").type), pa.nulls(1, batch.column("id_b").type),
+                 pa.array([float(n)], type=pa.float64())],
                 names=["id_a", "id_b", "jaccard"])
 
 
@@ -535,6 +537,141 @@ def signature_batches(batches: Iterable, *, num_perm: int, seed: int, ngram: int
         offsets = pa.array(np.arange(0, sig.size + 1, num_perm, dtype=np.int32))
         arr = pa.ListArray.from_arrays(offsets, pa.array(sig.view(np.int64).reshape(-1)))
         yield pa.RecordBatch.from_arrays([batch.column(id_col), arr], names=["id", "signature"])
+
+
+# --------------------------------------------------------------------------- in-process dedup (small inputs)
+
+
+@dataclass
+class LocalDedup:
+    """What ``dedup_in_process`` returns: row-aligned cluster labels and the verified pairs,
+    all as positions in the input (``ids[cluster]`` is the cluster id)."""
+
+    cluster: np.ndarray  # int64, the position of the cluster's smallest id, per input row
+    keep: np.ndarray  # bool per input row
+    pair_a: np.ndarray  # int64 positions, ids[pair_a] < ids[pair_b]
+    pair_b: np.ndarray
+    jaccard: np.ndarray  # float64
+    candidate_pairs: int
+    rounds: int
+
+
+def dedup_in_process(ids, texts, *, num_perm: int, seed: int, ngram: int, bands: int, rows: int, threshold: float,
+                     max_bucket_size: int, scores=None, batch_rows: int = 8192,
+                     pair_batch: int = 1 << 16) -> LocalDedup:
+    """The whole dedup in one process, over the same UDF bodies the Spark path maps over its
+    partitions (``doc_batches``, ``bucket_pair_batches``, ``jaccard_hash_batches``), so the two
+    give the same pairs, Jaccards and clusters for the same rows.
+
+    ``ids`` is an Arrow string array without nulls or repeats, ``texts`` an Arrow string array
+    of the same length, ``scores`` (keep the highest) an Arrow float64 array or None. Ids are replaced by their rank in byte order (Spark's string order)
+    for the whole computation: band rows sort by (band hash, rank) as Spark sorts them by
+    (band hash, id), and a component's smallest rank is its smallest id.
+    """
+    import pyarrow as pa
+    import pyarrow.compute as pc
+
+    n = len(ids)
+    order = pc.sort_indices(ids).to_numpy()
+    rank = np.empty(n, dtype=np.int64)
+    rank[order] = np.arange(n, dtype=np.int64)
+    by_rank = pa.table({"id": pa.array(np.arange(n, dtype=np.int64)), "text": texts.take(pa.array(order))})
+    docs = pa.Table.from_batches(
+        list(doc_batches(by_rank.to_batches(max_chunksize=batch_rows), num_perm=num_perm, seed=seed, ngram=ngram,
+                         bands=bands, rows=rows, block=256)),
+        schema=pa.schema([("id", pa.int64()), ("band_hashes", pa.list_(pa.int64())), ("shingles", pa.binary())]))
+    doc_rank = docs.column("id").to_numpy()
+    shingles = docs.column("shingles").combine_chunks()
+    sizes = np.asarray(pc.binary_length(shingles).to_numpy(zero_copy_only=False), dtype=np.int64) // 8
+
+    # candidates: band rows sorted by (band hash, rank), every bucket one run
+    key = pc.list_flatten(docs.column("band_hashes")).to_numpy() if docs.num_rows else np.zeros(0, np.int64)
+    member = np.repeat(doc_rank, bands)
+    srt = np.lexsort((member, key))
+    band_rows = pa.record_batch({"key": key[srt], "id": member[srt], "n": np.repeat(sizes, bands)[srt]})
+    a_parts, b_parts = [], []
+    for out in bucket_pair_batches([band_rows], max_bucket_size=max_bucket_size, threshold=threshold):
+        a_parts.append(out.column("id_a").to_numpy())
+        b_parts.append(out.column("id_b").to_numpy())
+    a = np.concatenate(a_parts) if a_parts else np.zeros(0, np.int64)
+    b = np.concatenate(b_parts) if b_parts else np.zeros(0, np.int64)
+    lo, hi = np.minimum(a, b), np.maximum(a, b)
+    code = np.unique(lo[lo != hi] * max(n, 1) + hi[lo != hi])
+    a, b = code // max(n, 1), code % max(n, 1)
+
+    # verification, a batch of pairs at a time
+    at = np.full(n, -1, dtype=np.int64)
+    at[doc_rank] = np.arange(len(doc_rank), dtype=np.int64)
+    va, vb, vj = [], [], []
+    for s in range(0, len(a), pair_batch):
+        pa_, pb_ = a[s:s + pair_batch], b[s:s + pair_batch]
+        batch = pa.record_batch({"id_a": pa.array(pa_), "id_b": pa.array(pb_),
+                                 "shingles_a": shingles.take(pa.array(at[pa_])),
+                                 "shingles_b": shingles.take(pa.array(at[pb_]))})
+        for out in jaccard_hash_batches([batch], threshold=threshold):
+            va.append(out.column("id_a").to_numpy())
+            vb.append(out.column("id_b").to_numpy())
+            vj.append(out.column("jaccard").to_numpy())
+    va = np.concatenate(va) if va else np.zeros(0, np.int64)
+    vb = np.concatenate(vb) if vb else np.zeros(0, np.int64)
+    vj = np.concatenate(vj) if vj else np.zeros(0, np.float64)
+
+    label, rounds = min_label_components(n, va, vb)
+    if scores is not None:
+        scores = scores.take(pa.array(order))
+        scores = (scores.to_numpy(zero_copy_only=False), np.asarray(scores.is_null().to_numpy(zero_copy_only=False)))
+    keep = _kept_members(label, scores)
+    return LocalDedup(cluster=order[label[rank]], keep=keep[rank], pair_a=order[va], pair_b=order[vb], jaccard=vj,
+                      candidate_pairs=len(a), rounds=rounds)
+
+
+def min_label_components(n: int, a: np.ndarray, b: np.ndarray) -> tuple[np.ndarray, int]:
+    """For nodes ``0 .. n-1`` and edges ``(a[i], b[i])``: each node's component label, the
+    smallest node of its component; and the rounds run.
+
+    Each round hooks both ends of every edge (and their current labels) to the smaller
+    label, then pointer-jumps to the root; labels only ever point to smaller nodes of the
+    same component, and a round that changes nothing means every edge joins equal labels.
+
+    >>> min_label_components(6, np.array([4, 1, 5]), np.array([1, 3, 3]))[0].tolist()
+    [0, 1, 2, 1, 1, 1]
+    """
+    lab = np.arange(n, dtype=np.int64)
+    rounds = 0
+    while len(a):
+        rounds += 1
+        m = np.minimum(lab[a], lab[b])
+        new = lab.copy()
+        for tgt in (a, b, lab[a], lab[b]):
+            np.minimum.at(new, tgt, m)
+        while True:
+            nxt = new[new]
+            if np.array_equal(nxt, new):
+                break
+            new = nxt
+        if np.array_equal(new, lab):
+            break
+        lab = new
+    return lab, rounds
+
+
+def _kept_members(label: np.ndarray, scores: Optional[tuple[np.ndarray, np.ndarray]]) -> np.ndarray:
+    """One kept node per component: the smallest, or the highest score with Spark's order for
+    ``score desc nulls last, id asc`` (NaN above every number, then numbers, then nulls);
+    ``scores`` is (float64 values, null mask)."""
+    n = len(label)
+    if scores is None:
+        return label == np.arange(n)
+    val, null = scores
+    nan = np.isnan(val) & ~null
+    group = np.where(nan, 0, np.where(null, 2, 1))
+    neg = np.where(group == 1, -val, 0.0)
+    order = np.lexsort((np.arange(n), neg, group, label))
+    first = np.ones(n, dtype=bool)
+    first[1:] = label[order][1:] != label[order][:-1]
+    keep = np.zeros(n, dtype=bool)
+    keep[order[first]] = True
+    return keep
 
 
 # --------------------------------------------------------------------------- reference (test oracle)
