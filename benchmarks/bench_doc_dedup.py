@@ -114,7 +114,7 @@ def make_pages(n: int, seed: int = 0, clustered_fraction: float = 0.2):
 
 def cluster_truth(ids, texts, clusters, threshold: float, ngram: int = 5):
     sets = {}
-    truth = {}
+    truth = set()
     for c in clusters:
         for i in c:
             sets[i] = minhash.shingle_set(texts[i], ngram)
@@ -122,7 +122,7 @@ def cluster_truth(ids, texts, clusters, threshold: float, ngram: int = 5):
             for j in c[x + 1:]:
                 jac = minhash.jaccard(sets[i], sets[j])
                 if jac >= threshold:
-                    truth[(min(ids[i], ids[j]), max(ids[i], ids[j]))] = jac
+                    truth.add((min(ids[i], ids[j]), max(ids[i], ids[j])))
     return truth
 
 

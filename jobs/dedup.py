@@ -7,7 +7,10 @@
                                 run paired in Python; giant buckets linked linearly; pairs
                                 whose shingle counts rule out the threshold skipped
       -> verified pairs         Jaccard of the two shingle-hash sets >= threshold on every
-                                candidate (numpy; the sets broadcast when they are small)
+                                candidate (numpy). When the sets and band hashes fit in a
+                                broadcast, in the bucket pass itself, each distinct pair once
+                                (in its first shared band); otherwise the pairs are shuffled,
+                                de-duplicated and joined to their sets
       -> connected components   alternating large-star / small-star over DataFrames
       -> clusters               (id, cluster_id, keep) for every item; one kept row per cluster
 
@@ -202,19 +205,44 @@ def find_candidate_pairs(docs: DataFrame, cfg: DedupConfig) -> DataFrame:
             .repartition(parts, "id_a").distinct())
 
 
-def verify_pairs(candidates: DataFrame, docs: DataFrame, cfg: DedupConfig, broadcast: bool = False,
-                 tally: bool = False) -> DataFrame:
+def verify_in_buckets(docs: DataFrame, cfg: DedupConfig, sets) -> DataFrame:
+    """(id_a, id_b, jaccard) of the verified candidates, plus (null, null, pairs checked) rows:
+    candidates and their verification in one pass, for inputs whose shingle sets and band
+    hashes fit in a broadcast (``sets``, a broadcast ``minhash.DocSets``).
+
+    Band rows (band hash, band index, id, shingle count) are partitioned and sorted by band
+    hash as in ``find_candidate_pairs``; each bucket's pairs are verified where they are
+    made (``minhash.bucket_verify_batches``), each distinct pair in one bucket only, so no
+    candidate pair is shuffled, de-duplicated or joined to its sets.
+    """
+    parts = _partitions(docs.sparkSession)
+    n_shingles = (F.octet_length("shingles") / 8).cast("int")
+    band_rows = docs.select(F.posexplode("band_hashes").alias("band", "key"), "id", n_shingles.alias("n"))
+    fn = functools.partial(minhash.bucket_verify_batches, sets=sets, max_bucket_size=cfg.max_bucket_size,
+                           threshold=cfg.threshold)
+    return (band_rows.repartition(parts, "key").sortWithinPartitions("key", "id")
+            .mapInArrow(fn, _IDX_PAIRS_SCHEMA))
+
+
+def _to_arrow(df: DataFrame):
+    """A small DataFrame on the driver as an Arrow table (``toArrow`` from Spark 4.0)."""
+    import pyarrow as pa
+
+    if hasattr(df, "toArrow"):
+        return df.toArrow()
+    return pa.Table.from_pandas(df.toPandas(), preserve_index=False)
+
+
+def verify_pairs(candidates: DataFrame, docs: DataFrame, cfg: DedupConfig, tally: bool = False) -> DataFrame:
     """(id_a, id_b, jaccard) for the candidates whose Jaccard reaches the threshold.
 
     Each pair gets both items' sorted shingle-hash sets (two joins on the id) and
     ``minhash.jaccard_hash_batches`` intersects them in numpy. The Jaccard of the hash
     sets is the shingle-set Jaccard unless two different shingles of the pair share a
-    64-bit hash (odds about k^2 / 2^64 for k shingles). ``broadcast`` ships the sets to every
-    task instead of shuffling the candidates twice: for inputs whose sets fit in memory.
+    64-bit hash (odds about k^2 / 2^64 for k shingles). This is the path for inputs whose
+    sets do not fit in a broadcast; smaller ones verify in the buckets (``verify_in_buckets``).
     """
     sh = docs.select("id", "shingles")
-    if broadcast:
-        sh = F.broadcast(sh)
     joined = (candidates
               .join(sh.select(F.col("id").alias("id_a"), F.col("shingles").alias("shingles_a")), "id_a")
               .join(sh.select(F.col("id").alias("id_b"), F.col("shingles").alias("shingles_b")), "id_b")
@@ -388,20 +416,28 @@ def find_duplicate_clusters(df: DataFrame, id_col: str, text_col: str, cfg: Dedu
     # persist justification: the Python UDF's output (band hashes and shingle sets); the
     # candidate search and the verification both read it.
     docs = compute_docs(items, cfg, bands, rows).persist()
-    shingle_mb = (docs.agg(F.sum(F.octet_length("shingles") + F.octet_length("id"))).first()[0] or 0) / 2**20
-    broadcast = shingle_mb <= cfg.broadcast_shingles_mb
-    steps.done("signatures+bands", f"shingle sets {shingle_mb:.1f} MB ({'broadcast' if broadcast else 'shuffled'})")
+    size = docs.agg(F.sum(F.octet_length("shingles")).alias("b"), F.count(F.lit(1)).alias("n")).first()
+    sets_mb = ((size["b"] or 0) + size["n"] * (bands + 2) * 8) / 2**20
+    broadcast = sets_mb <= cfg.broadcast_shingles_mb
+    steps.done("signatures+bands", f"shingle sets and bands {sets_mb:.1f} MB ({'broadcast' if broadcast else 'shuffled'})")
     # Candidates and their verification run as one job: the verifier adds a row
     # (null, null, pairs checked) per batch, which counts the candidates without a pass of their own.
     # persist justification: counted here, then its verified rows are cached as ``pairs``.
-    scored = verify_pairs(find_candidate_pairs(docs, cfg), docs, cfg, broadcast, tally=True).persist()
+    sets = None
+    if broadcast:
+        sets = docs.sparkSession.sparkContext.broadcast(minhash.DocSets.from_docs(_to_arrow(docs), cfg.max_bucket_size))
+        scored = verify_in_buckets(docs, cfg, sets).persist()
+    else:
+        scored = verify_pairs(find_candidate_pairs(docs, cfg), docs, cfg, tally=True).persist()
     counts = scored.agg(F.sum(F.when(F.col("id_a").isNull(), F.col("jaccard"))).alias("checked"),
                         F.count("id_a").alias("verified")).first()
     stats.candidate_pairs, stats.verified_pairs = int(counts["checked"] or 0), int(counts["verified"])
     steps.done("candidates+verification",
                f"candidates={stats.candidate_pairs} verified={stats.verified_pairs}")
     # persist justification: fed to the components and to the written pairs.
-    idx_pairs = scored.where(F.col("id_a").isNotNull()).persist()
+    idx_pairs = scored.where(F.col("id_a").isNotNull())
+    # a pair checked twice (it shares two giant buckets, or two bands' hashes collide) is listed once
+    idx_pairs = (idx_pairs.distinct() if broadcast else idx_pairs).persist()
     docs.unpersist()
 
     forest, stats.cc_iterations = star_forest(idx_pairs, max_iterations=cfg.max_cc_iterations)
@@ -424,6 +460,8 @@ def find_duplicate_clusters(df: DataFrame, id_col: str, text_col: str, cfg: Dedu
     steps.done("cluster table")
     forest.unpersist()
     cached.unpersist()
+    if sets is not None:
+        sets.unpersist()
     log.info("dedup: %s", stats.summary())
     return clusters, pairs, stats
 
@@ -540,6 +578,32 @@ def read_in_process(path: str, fmt: str, columns: list[str], max_bytes: int):
     return _missing(path, missing, table.column_names) if missing else table.select(columns)
 
 
+def add_engine_args(p: argparse.ArgumentParser, max_rows: int) -> None:
+    """The command-line choice between the in-process path and Spark."""
+    p.add_argument("--engine", choices=["auto", "in-process", "spark"], default="auto",
+                   help="auto: inputs up to --in-process-max-rows rows (and --in-process-max-mb on disk) run in "
+                   "this process without starting Spark, same kernels and same output; larger ones on Spark")
+    p.add_argument("--in-process-max-rows", type=int, default=max_rows)
+    p.add_argument("--in-process-max-mb", type=int, default=256)
+
+
+def input_in_process(args: argparse.Namespace, columns: list[Optional[str]]):
+    """The command's input (these columns) as an Arrow table for the in-process path, or
+    ``NotInProcess`` (remote output, too large, unreadable here)."""
+    if "://" in args.output:
+        raise NotInProcess("the output is not a local folder")
+    table = read_in_process(args.input, args.input_format, list(dict.fromkeys(c for c in columns if c)),
+                            args.in_process_max_mb << 20)
+    if args.engine == "auto" and table.num_rows > args.in_process_max_rows:
+        raise NotInProcess(f"{table.num_rows} rows > --in-process-max-rows {args.in_process_max_rows}")
+    return table
+
+
+def refuse_in_process(args: argparse.Namespace, e: Exception) -> int:
+    print(f"error: --engine in-process: {args.input}: {e}", file=sys.stderr)
+    return 2
+
+
 def _missing(path: str, missing: list[str], names: list[str]):
     raise ValueError(f"{path} has no column {', '.join(missing)}; columns: {', '.join(sorted(names))}")
 
@@ -648,11 +712,7 @@ def cli_main(argv: list[str]) -> int:
     p.add_argument("--score-col", default=None, help="keep the highest-scoring row of a cluster, not the lowest id")
     p.add_argument("--max-bucket-size", type=int, default=DedupConfig.model_fields["max_bucket_size"].default)
     p.add_argument("--master", default=None, help="Spark master for a local run (default local[<cores>])")
-    p.add_argument("--engine", choices=["auto", "in-process", "spark"], default="auto",
-                   help="auto: inputs up to --in-process-max-rows rows (and --in-process-max-mb on disk) run in "
-                   "this process without starting Spark, same kernels and same output; larger ones on Spark")
-    p.add_argument("--in-process-max-rows", type=int, default=50_000)
-    p.add_argument("--in-process-max-mb", type=int, default=256)
+    add_engine_args(p, 50_000)
     args = p.parse_args(argv)
 
     from pydantic import ValidationError
@@ -675,13 +735,7 @@ def cli_main(argv: list[str]) -> int:
     if args.engine != "spark":
         t0 = time.monotonic()
         try:
-            if "://" in out:
-                raise NotInProcess("the output is not a local folder")
-            cols = [c for c in (args.id_col, args.text_col, args.score_col) if c]
-            table = read_in_process(args.input, args.input_format, list(dict.fromkeys(cols)),
-                                    args.in_process_max_mb << 20)
-            if args.engine == "auto" and table.num_rows > args.in_process_max_rows:
-                raise NotInProcess(f"{table.num_rows} rows > --in-process-max-rows {args.in_process_max_rows}")
+            table = input_in_process(args, [args.id_col, args.text_col, args.score_col])
             clusters, pairs, stats = find_duplicate_clusters_in_process(table, args.id_col, args.text_col, cfg)
             write_in_process(clusters, f"{out}/clusters")
             write_in_process(pairs, f"{out}/pairs")
@@ -689,8 +743,7 @@ def cli_main(argv: list[str]) -> int:
             return 0
         except NotInProcess as e:
             if args.engine == "in-process":
-                print(f"error: --engine in-process: {args.input}: {e}", file=sys.stderr)
-                return 2
+                return refuse_in_process(args, e)
             log.info("dedup: on Spark: %s", e)
         except ValueError as e:
             print(f"error: {e}", file=sys.stderr)

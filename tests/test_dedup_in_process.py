@@ -72,7 +72,9 @@ def _sorted(rows):
 
 
 @pytest.mark.parametrize("cfg", [DedupConfig(max_bucket_size=5), DedupConfig(ngram=3, threshold=0.5),
-                                 DedupConfig(keep="highest_score", score_col="q", num_perm=64)])
+                                 DedupConfig(keep="highest_score", score_col="q", num_perm=64),
+                                 # the path for inputs too large to broadcast: shuffled, de-duplicated pairs
+                                 DedupConfig(broadcast_shingles_mb=0)])
 def test_in_process_equals_spark(spark, cfg):
     rows = _rows()
     scores = [None if i % 5 == 0 else float((i * 37) % 11) for i in range(len(rows))]
