@@ -11,7 +11,8 @@ from udfs import ngrams
 # whitespace of every kind str.split knows, ASCII punctuation, non-ASCII letters and punctuation
 ALPHABET = ["a", "B", "c", "x1", "É", "é", "数", "’", "—", ".", ",", "=", "+", "$", "!?", "--", " ", "  ", "\t", "\n",
             "\x0b", "\x1c", "\x1f", "\x85", "\u00a0", "\u2003", "\u2028", "\u3000"]
-texts_st = st.lists(st.one_of(st.none(), st.lists(st.sampled_from(ALPHABET), max_size=60).map("".join)), max_size=25)
+texts_st = st.lists(st.one_of(st.none(), st.just(""), st.lists(st.sampled_from(ALPHABET), max_size=60).map("".join)),
+                    max_size=25)
 
 
 def reference(texts, n, tokenize):
@@ -95,3 +96,19 @@ def test_match_batch_finds_exactly_the_indexed_grams(tokenize):
     for r, hh, p, g in zip(row, h, pos, grams):
         gram = ngrams.gram_at(items[r], int(p), 13) if tokenize == ngrams.NORMALIZE_FIRST else g
         assert g == gram and ngrams.gram_hash(g if len(ngrams.tokens(items[r])) >= 13 else ngrams.WHOLE + g) == hh
+
+
+@settings(max_examples=100, deadline=None)
+@given(texts_st, st.sampled_from([1, 3, 13]))
+def test_hash_grams_equal_gram_hash(texts, n):
+    grams = [g for t in texts for g in ngrams.ngrams(t, n)] + ["", ngrams.WHOLE]
+    assert ngrams.hash_grams(grams).tolist() == [ngrams.gram_hash(g) for g in grams]
+
+
+def test_every_whitespace_character_of_str_split_and_no_other():
+    spaces = [c for c in map(chr, range(0x110000)) if c.isspace()]
+    near = ["\u2010", "\u200b", "\u180e", "\u2060", "\u3001", "\u00ad", "\u0080", "\u00a1", "\u1681", "\u205e"]
+    texts = [f"a{c}b" for c in spaces + near]
+    spans = ngrams.token_spans(pa.array(texts))
+    per_text = np.bincount(spans.text, minlength=len(texts))
+    assert per_text.tolist() == [len(t.split()) for t in texts] == [2] * len(spaces) + [1] * len(near)

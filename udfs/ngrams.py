@@ -191,8 +191,32 @@ def first_positions(text: Optional[str], n: int = 13, tokenize: str = NORMALIZE_
 
 
 def hash_grams(grams: Iterable[str]) -> np.ndarray:
-    """int64 ``gram_hash`` of many grams."""
-    return np.fromiter(map(gram_hash, grams), dtype=np.int64)
+    """int64 ``gram_hash`` of many grams, vectorized (``token_spans`` and ``fold_windows`` over
+    the grams as texts: a gram's tokens are already normalized, so normalizing again keeps them).
+
+    >>> [int(h) for h in hash_grams(["a b", WHOLE + "c"])] == [gram_hash("a b"), gram_hash(WHOLE + "c")]
+    True
+    """
+    import pyarrow as pa
+
+    grams = list(grams)
+    whole = np.array([g.startswith(WHOLE) for g in grams], dtype=bool)
+    try:
+        arr = pa.array([g[len(WHOLE):] if w else g for g, w in zip(grams, whole)], pa.string())
+    except (pa.ArrowException, UnicodeEncodeError):  # a lone surrogate: no UTF-8 for Arrow
+        return np.fromiter(map(gram_hash, grams), dtype=np.int64, count=len(grams))
+    spans = token_spans(arr)
+    th = xxh64_windows(spans.buf, spans.start, spans.end - spans.start)
+    count = np.bincount(spans.text, minlength=len(grams))
+    first = np.cumsum(count) - count
+    out = np.empty(len(grams), dtype=np.int64)
+    for k in np.flatnonzero(count == 0):  # no token (not a gram of any text): the definition's value
+        out[k] = gram_hash(grams[k])
+    for sel, lead in ((np.flatnonzero(~whole & (count > 0)), None), (np.flatnonzero(whole & (count > 0)), _WHOLE_TOKEN)):
+        if len(sel):
+            out[sel] = fold_windows(th, first[sel], count[sel],
+                                    None if lead is None else np.full(len(sel), lead, dtype=np.uint64))
+    return out
 
 
 # --------------------------------------------------------------------------- vectorized kernel (Arrow batches)
@@ -229,6 +253,46 @@ def xxh64_windows(buf: np.ndarray, starts: np.ndarray, lengths: np.ndarray) -> n
     u32 = np.ndarray((len(pad) - 3,), dtype="<u4", buffer=pad, offset=0, strides=(1,))
     starts = np.asarray(starts, dtype=np.int64)
     lengths = np.asarray(lengths, dtype=np.int64)
+    out = np.empty(len(starts), dtype=np.uint64)
+    # Windows under 32 bytes (nearly every token) by exact length, so each group runs exactly
+    # its own lanes with no masks; longer ones through the general path.
+    short = lengths < 32
+    cls = np.where(short, lengths, 32).astype(np.uint8)
+    order = np.argsort(cls, kind="stable")
+    bounds = np.searchsorted(cls[order], np.arange(34))
+    for length in range(32):
+        sel = order[bounds[length]:bounds[length + 1]]
+        if len(sel) == 0:
+            continue
+        p = starts[sel]
+        h = np.full(len(sel), _P5 + _U(length), dtype=np.uint64)
+        for j in range(length >> 3):
+            h = _rotl(h ^ _xxh_round(np.zeros(len(sel), dtype=np.uint64), u64[p + 8 * j]), 27) * _P1 + _P4
+        off = (length >> 3) << 3
+        if length & 4:
+            h = _rotl(h ^ (u32[p + off].astype(np.uint64) * _P1), 23) * _P2 + _P3
+            off += 4
+        for j in range(length & 3):
+            h = _rotl(h ^ (pad[p + off + j].astype(np.uint64) * _P5), 11) * _P1
+        out[sel] = _avalanche(h)
+    long_ = order[bounds[32]:]
+    if len(long_):
+        out[long_] = _xxh64_general(pad, u64, u32, starts[long_], lengths[long_])
+    return out
+
+
+def _avalanche(h: np.ndarray) -> np.ndarray:
+    h ^= h >> _U(33)
+    h *= _P2
+    h ^= h >> _U(29)
+    h *= _P3
+    h ^= h >> _U(32)
+    return h
+
+
+def _xxh64_general(pad: np.ndarray, u64: np.ndarray, u32: np.ndarray, starts: np.ndarray,
+                   lengths: np.ndarray) -> np.ndarray:
+    """xxh64 of windows of any length (stripes, lanes and bytes under masks)."""
     stripes = lengths >> 5
     h = np.full(len(starts), _P5, dtype=np.uint64)
     big = np.flatnonzero(stripes > 0)
@@ -265,12 +329,7 @@ def xxh64_windows(buf: np.ndarray, starts: np.ndarray, lengths: np.ndarray) -> n
         if len(sel) == 0:
             break
         h[sel] = _rotl(h[sel] ^ (pad[p[sel] + j].astype(np.uint64) * _P5), 11) * _P1
-    h ^= h >> _U(33)
-    h *= _P2
-    h ^= h >> _U(29)
-    h *= _P3
-    h ^= h >> _U(32)
-    return h
+    return _avalanche(h)
 
 
 def _fmix64(h: np.ndarray) -> np.ndarray:
@@ -313,17 +372,15 @@ class TokenSpans:
 
 def token_spans(texts) -> TokenSpans:
     """Normalize and split a batch of texts over its UTF-8 bytes: ASCII lower-case (Arrow),
-    the non-ASCII whitespace of ``str.split`` made a space (Arrow, only when the batch has
-    non-ASCII bytes), then in numpy: raw tokens are the runs of non-whitespace bytes, and
-    ASCII punctuation bytes are deleted (no byte of a multi-byte character is ASCII, so this
-    is exactly ``normalize`` per character). A null text has no token."""
+    then in numpy: raw tokens are the runs of bytes that are not whitespace (the ASCII
+    whitespace bytes and the bytes of the multi-byte whitespace characters of
+    ``str.split``), and ASCII punctuation bytes are deleted (no byte of a multi-byte
+    character is ASCII, so this is exactly ``normalize`` per character). A null text has no
+    token."""
     import pyarrow as pa
     import pyarrow.compute as pc
 
-    s = pc.ascii_lower(pc.fill_null(pc.cast(texts, pa.string()), ""))
-    if not pc.all(pc.string_is_ascii(s)).as_py():
-        s = pc.replace_substring_regex(s, _WS_NON_ASCII, " ")
-    s = s.cast(pa.large_string())
+    s = pc.ascii_lower(pc.fill_null(pc.cast(texts, pa.string()), "")).cast(pa.large_string())
     if isinstance(s, pa.ChunkedArray):
         s = s.combine_chunks()
     n = len(s)
@@ -333,16 +390,17 @@ def token_spans(texts) -> TokenSpans:
     raw_buf = (np.frombuffer(data, dtype=np.uint8)[lo:hi] if data is not None and hi > lo
                else np.zeros(0, dtype=np.uint8))
     offsets = offsets - lo
-    word = _IS_WORD[raw_buf].view(np.int8)
-    edge = np.diff(np.concatenate(([0], word, [0])).astype(np.int8))
-    start, end = np.flatnonzero(edge == 1), np.flatnonzero(edge == -1)
-    # a run of word bytes that crosses from one text into the next is two tokens
-    inner = offsets[1:-1]
-    split = inner[(inner > 0) & (inner < len(raw_buf))]
-    split = split[(word[split] == 1) & (word[split - 1] == 1)]
-    if len(split):
-        start = np.insert(start, np.searchsorted(start, split), split)
-        end = np.insert(end, np.searchsorted(end, split), split)
+    word = _IS_WORD[raw_buf]
+    _mark_wide_whitespace(raw_buf, word)
+    # a token starts at a word byte that begins its text or follows a non-word byte, and ends likewise
+    prev = np.zeros(len(word), dtype=bool)
+    prev[1:] = word[:-1]
+    prev[offsets[:-1][offsets[:-1] < len(word)]] = False
+    nxt = np.zeros(len(word), dtype=bool)
+    nxt[:-1] = word[1:]
+    nxt[offsets[1:][offsets[1:] > 0] - 1] = False
+    start = np.flatnonzero(word & ~prev)
+    end = np.flatnonzero(word & ~nxt) + 1
     # (searchsorted with the few needles into the many: texts into tokens, punctuation into tokens)
     counts = np.diff(np.searchsorted(start, offsets))
     text = np.repeat(np.arange(n, dtype=np.int64), counts)
@@ -357,6 +415,26 @@ def token_spans(texts) -> TokenSpans:
                       end - before_end[:len(end)], raw)
 
 
+def _mark_wide_whitespace(buf: np.ndarray, word: np.ndarray) -> None:
+    """Clear ``word`` over every byte of a multi-byte whitespace character (U+0085, U+00A0,
+    U+1680, U+2000-U+200A, U+2028, U+2029, U+202F, U+205F, U+3000): as if it were a space."""
+    lead = np.flatnonzero((buf == 0xC2) | ((buf >= 0xE1) & (buf <= 0xE3)))
+    if len(lead) == 0:
+        return
+    pad = np.concatenate([buf, np.zeros(2, dtype=np.uint8)])
+    b0, b1, b2 = pad[lead], pad[lead + 1], pad[lead + 2]
+    two = (b0 == 0xC2) & ((b1 == 0x85) | (b1 == 0xA0))
+    three = (((b0 == 0xE1) & (b1 == 0x9A) & (b2 == 0x80))
+             | ((b0 == 0xE2) & (b1 == 0x80) & (((b2 >= 0x80) & (b2 <= 0x8A)) | (b2 == 0xA8) | (b2 == 0xA9)
+                                              | (b2 == 0xAF)))
+             | ((b0 == 0xE2) & (b1 == 0x81) & (b2 == 0x9F))
+             | ((b0 == 0xE3) & (b1 == 0x80) & (b2 == 0x80)))
+    for k in range(3):
+        at = lead[two] + k if k < 2 else np.zeros(0, dtype=np.int64)
+        word[at] = False
+        word[lead[three] + k] = False
+
+
 def _byte_table(chars: str) -> np.ndarray:
     t = np.zeros(256, dtype=bool)
     t[[ord(c) for c in chars]] = True
@@ -365,7 +443,29 @@ def _byte_table(chars: str) -> np.ndarray:
 
 _IS_WORD = ~_byte_table("".join(c for c in _WHITESPACE if ord(c) < 128))
 _IS_PUNCT = _byte_table(string.punctuation)
-_WS_NON_ASCII = "[" + "".join(f"\\x{{{ord(c):x}}}" for c in _WHITESPACE if ord(c) >= 128) + "]"
+
+
+class _PrefixFold:
+    """``fold_windows`` for many windows of one token-hash array in O(1) per window: with
+    ``S[j] = sum_{m<j} t[m] * B^-m`` (B is odd, so invertible mod 2^64; numpy's uint64
+    arithmetic wraps mod 2^64), ``t[f] * B^(w-1) + ... + t[f+w-1] = B^(f+w-1) * (S[f+w] - S[f])``,
+    the same value the fold computes step by step."""
+
+    _INV = _U(pow(int(_FOLD), -1, 1 << 64))
+
+    def __init__(self, token_hash: np.ndarray):
+        m = len(token_hash)
+        self.pw = np.cumprod(np.concatenate(([_U(1)], np.full(m, _FOLD, dtype=np.uint64))), dtype=np.uint64)
+        inv = np.cumprod(np.concatenate(([_U(1)], np.full(max(m - 1, 0), self._INV, dtype=np.uint64))),
+                         dtype=np.uint64)
+        self.s = np.concatenate(([_U(0)], np.cumsum(token_hash * inv[:m], dtype=np.uint64)))
+
+    def windows(self, first: np.ndarray, width: np.ndarray, lead: Optional[np.ndarray] = None) -> np.ndarray:
+        last = first + width
+        h = self.pw[last - 1] * (self.s[last] - self.s[first])
+        if lead is not None:
+            h = h + lead * self.pw[width]  # B^w: powers depend only on the exponent
+        return _fmix64(h).view(np.int64)
 
 
 @dataclass
@@ -398,6 +498,8 @@ def batch_grams(texts, n: int = 13, tokenize: str = NORMALIZE_FIRST, max_grams: 
     count = np.bincount(k_text, minlength=n_texts)
     first_of = np.cumsum(count) - count
 
+    fold = _PrefixFold(th)
+
     def chunks():
         # short texts (1 .. n-1 kept tokens): one whole-sequence gram each
         short = np.flatnonzero((count > 0) & (count < n))
@@ -405,7 +507,7 @@ def batch_grams(texts, n: int = 13, tokenize: str = NORMALIZE_FIRST, max_grams: 
             t = short[lo:lo + max_grams]
             first, width = first_of[t], count[t]
             yield GramChunk(t, np.zeros(len(t), dtype=np.int64),
-                            fold_windows(th, first, width, lead=np.full(len(t), _WHOLE_TOKEN, dtype=np.uint64)),
+                            fold.windows(first, width, lead=np.full(len(t), _WHOLE_TOKEN, dtype=np.uint64)),
                             first, width)
         # n-grams: a window may start at a kept token with n - 1 kept tokens of its text after it
         total = len(kept)
@@ -418,7 +520,8 @@ def batch_grams(texts, n: int = 13, tokenize: str = NORMALIZE_FIRST, max_grams: 
             if len(g) == 0:
                 continue
             t = k_text[g]
-            yield GramChunk(t, g - first_of[t], fold_windows(th, g, n), g, np.full(len(g), n, dtype=np.int64))
+            width = np.full(len(g), n, dtype=np.int64)
+            yield GramChunk(t, g - first_of[t], fold.windows(g, width), g, width)
 
     return spans, kept, chunks()
 
@@ -503,48 +606,6 @@ def contamination_batches(batches: Iterable, *, index, n: int, text_cols: list[s
             [batch.column(id_col).take(pa.array(row, pa.int64())), pa.array(key, pa.int32()),
              pa.array(h, pa.int64()), pa.array(pos, pa.int64()), pa.array(grams, pa.string())],
             names=["item_id", "_bench_key", "_ngram_hash", "_ngram_pos", "matched_ngram"])
-
-
-def item_ngram_batches(batches: Iterable, *, n: int, text_cols: list[str], tokenize: str = NORMALIZE_FIRST
-                       ) -> Iterator:
-    """mapInPandas body: (item_id, text columns...) -> (item_id, _ngram_hash, _ngram_pos).
-
-    One row per distinct gram of each text, at the gram's first position; the gram's text is
-    not shipped (it is recovered for the few matches by ``matched_ngram_batches``).
-    """
-    import pandas as pd
-
-    for pdf in batches:
-        ids, grams, positions = [], [], []
-        for c, col in enumerate(text_cols):
-            base = c << _COL_SHIFT
-            for item_id, text in zip(pdf["item_id"].tolist(), pdf[col].tolist()):
-                first = first_positions(text, n, tokenize)
-                ids.extend([item_id] * len(first))
-                grams.extend(first)
-                positions.extend(first.values() if not base else (base + p for p in first.values()))
-        yield pd.DataFrame({
-            "item_id": pd.Series(ids, dtype=object),
-            "_ngram_hash": hash_grams(grams),
-            "_ngram_pos": np.array(positions, dtype=np.int64),
-        })
-
-
-def matched_ngram_batches(batches: Iterable, *, n: int, text_cols: list[str], tokenize: str = NORMALIZE_FIRST
-                          ) -> Iterator:
-    """mapInPandas body: adds ``matched_ngram``, the gram at ``_ngram_pos``, when it hashes to ``_ngram_hash``.
-
-    The hash check makes the recovered text trustworthy even when an id is not unique.
-    """
-    for pdf in batches:
-        texts = [pdf[c].tolist() for c in text_cols]
-        out = []
-        for r, (pos, h) in enumerate(zip(pdf["_ngram_pos"].tolist(), pdf["_ngram_hash"].tolist())):
-            text = texts[pos >> _COL_SHIFT][r]
-            g = gram_at(text, pos & ((1 << _COL_SHIFT) - 1), n, tokenize)
-            hashed = (WHOLE + g) if g is not None and len(tokens(text)) < n else g
-            out.append(g if g is not None and gram_hash(hashed) == h else None)
-        yield pdf.assign(matched_ngram=out)
 
 
 def lm_eval_janitor():
