@@ -18,7 +18,7 @@ VALID = {
                   "invalid_value", "empty_question", "question_too_short", "not_self_contained"},
     "responses": {"ok", "llm_error", "too_long", "empty", "truncated"},
     "judgments": {"ok", "llm_error", "too_long", "empty", "no_json", "truncated", "invalid_json", "missing_field",
-                  "invalid_value", "no_logprobs"},
+                  "invalid_value", "no_logprobs", "no_verdict"},
 }
 
 

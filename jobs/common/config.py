@@ -187,6 +187,9 @@ class ModelConfig(_Model):
 class LLMConfig(_Model):
     models: dict[str, ModelConfig] = Field(default_factory=lambda: {"default": ModelConfig()})
     cache_dir: Optional[str] = Field(None, description="where the bundled model is unpacked; default ~/.cache/nr")
+    retry_llm_errors: bool = Field(
+        True, description="a re-run of an LLM stage regenerates its rows with status llm_error (the engine failed "
+                          "them after its own retries, e.g. during a server outage); false keeps them as they are")
 
 
 class _DocumentPromptConfig(_Model):
