@@ -133,7 +133,11 @@ def jvm_output(run_log: RunLog) -> Iterator[None]:
         yield
         return
     read_fd, write_fd = os.pipe()
-    console = sys.__stderr__ or sys.stderr
+    # The console is a copy of the real stderr: while fd 2 points at the pipe, echoing to fd 2
+    # would feed the pipe its own lines.
+    console = os.fdopen(os.dup(2), "w", buffering=1, encoding="utf-8", errors="replace")
+    # Read from the start: a JVM whose output fills the pipe before anyone reads it would block.
+    threading.Thread(target=_pump, args=(read_fd, run_log.path, console), name="nr-jvm-output", daemon=True).start()
     sys.stdout.flush()
     sys.stderr.flush()
     saved = os.dup(1), os.dup(2)
@@ -148,4 +152,3 @@ def jvm_output(run_log: RunLog) -> Iterator[None]:
         os.dup2(saved[1], 2)
         for fd in (*saved, write_fd):
             os.close(fd)
-    threading.Thread(target=_pump, args=(read_fd, run_log.path, console), name="nr-jvm-output", daemon=True).start()
