@@ -18,7 +18,7 @@ import time
 
 sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 
-VOCAB = [f"w{i}" for i in range(5000)]
+VOCAB = 5000
 
 
 def synthetic_tables(spark, store, n: int) -> None:
@@ -26,20 +26,18 @@ def synthetic_tables(spark, store, n: int) -> None:
 
     from jobs.common.runner import RUNS_SCHEMA
 
-    vocab = F.array(*[F.lit(w) for w in VOCAB])
-
     def text(seed: int, lo: int, hi: int):
+        """lo..hi-1 words drawn from a 5000-word vocabulary by hashing (row id, position, seed)."""
         length = F.lit(lo) + F.pmod(F.xxhash64("id", F.lit(seed)), F.lit(hi - lo)).cast("int")
-        return F.concat_ws(" ", F.transform(F.sequence(F.lit(1), length),
-                                            lambda i: F.element_at(vocab, (F.pmod(F.xxhash64("id", i, F.lit(seed)),
-                                                                                  F.lit(len(VOCAB))) + 1).cast("int"))))
+        return F.concat_ws(" ", F.transform(F.sequence(F.lit(1), length), lambda i: F.concat(
+            F.lit("w"), F.pmod(F.xxhash64("id", i, F.lit(seed)), F.lit(VOCAB)).cast("string"))))
 
     base = spark.range(n).withColumn("qid", F.format_string("q%010d", "id")).withColumn(
         "did", F.format_string("d%010d", "id"))
     h = F.pmod(F.xxhash64("id"), F.lit(1000))
     source = F.when(h < 600, "dclm").otherwise("finemath")
     docs = base.select(F.col("did").alias("doc_id"), source.alias("source"),
-                       F.concat(F.lit("https://example.org/"), "did").alias("url"), text(1, 50, 200).alias("text"),
+                       F.concat(F.lit("https://example.org/"), "did").alias("url"), text(1, 5, 15).alias("text"),
                        F.lit(600).alias("n_chars"), F.lit("ok").alias("status"), F.lit(None).cast("string").alias("meta"))
     store.overwrite("documents", docs)
     ann = base.select(F.col("did").alias("doc_id"), F.lit("ok").alias("status"),
@@ -58,7 +56,7 @@ def synthetic_tables(spark, store, n: int) -> None:
                     .when(F.size(F.split("reference_answer", " ")) < 10, "short").otherwise("long"))
     store.overwrite("questions", qs)
     resp = base.select(F.col("qid").alias("question_id"), F.lit("m").alias("model"), F.lit(0).alias("sample_idx"),
-                       text(5, 20, 300).alias("response"), F.lit("ok").alias("status"))
+                       text(5, 20, 120).alias("response"), F.lit("ok").alias("status"))
     store.overwrite("responses", resp)
     quality = base.select(F.col("qid").alias("question_id"), F.lit("quality").alias("kind"), F.lit("ok").alias("status"),
                           (F.pmod(F.xxhash64("id", F.lit(6)), F.lit(10)) + 1).cast("double").alias("score"),

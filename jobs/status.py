@@ -501,9 +501,10 @@ def make_plan(cfg: PipelineConfig, spark, stages: Optional[Sequence[str]] = None
             step = PlanStep(name, "run" if todo else "skip",
                             f"writes {', '.join(todo)}" if todo else "sample tables already written")
         else:
-            step = PlanStep(name, "run", "adds the source rows not yet in documents")
+            step = PlanStep(name, "run", "reads the sources, adds the rows not yet in documents")
         steps.append(step)
-        if step.action == "run":
+        # ingest re-reads its sources every run but changes documents only when they grew.
+        if step.action == "run" and name != "ingest":
             running.append(name)
     problems = preflight_problems(cfg, names, store, cmd="nr run")
     total = sum(s.prompt_tokens_estimate or 0 for s in steps)

@@ -10,7 +10,8 @@ from jobs.common.spark import get_spark
 from jobs.common.storage import TableStore
 
 REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
-SHARED_DATA = os.path.abspath(os.path.join(REPO, "..", "shared", "data"))
+# NR_SHARED_DATA points a git worktree (whose ../shared is elsewhere) at the benchmark files.
+SHARED_DATA = os.environ.get("NR_SHARED_DATA") or os.path.abspath(os.path.join(REPO, "..", "shared", "data"))
 
 
 def pytest_configure(config):
