@@ -94,7 +94,7 @@ def synthetic_tables(spark, store, n: int) -> None:
 def peer_table1(spark, store) -> float:
     """The notebook way: collect the dataset with toPandas(), compute Table 1 in pandas."""
     t0 = time.monotonic()
-    pdf = store.read("dataset").toPandas()
+    pdf = store.read("dataset").select("source", "question", "reference_answer", "answer_bucket", "responses").toPandas()
     qw = pdf["question"].str.split().str.len()
     rw = pdf["responses"].map(lambda rs: [len(r["response"].split()) for r in rs]).explode().astype(float)
     for _, part in [*pdf.groupby("source"), ("overall", pdf)]:
