@@ -19,6 +19,8 @@ setup(
         "rich>=13",
         "xxhash>=3",
         "filelock>=3",
+        # nr report: plots rendered to PNG with the Agg backend
+        "matplotlib>=3.8",
     ],
     extras_require={
         # Databricks and EMR bring their own pyspark; local runs and CI install this one.
@@ -30,7 +32,9 @@ setup(
         "aws": ["boto3>=1.34"],
         # engine: openai (any OpenAI-compatible server)
         "openai": ["aiohttp>=3.10"],
-        "dev": ["pytest>=8", "hypothesis>=6", "datasketch==2.0.0", "aiohttp>=3.10", "scipy>=1.11"],
+        "dev": ["pytest>=8", "hypothesis>=6", "datasketch==2.0.0", "aiohttp>=3.10", "scipy>=1.11",
+                # notebooks run top to bottom in CI (tests/test_notebooks.py)
+                "nbclient>=0.10", "nbformat>=5.10", "ipykernel>=6.29"],
     },
     entry_points={"console_scripts": ["nr=jobs.cli:main"]},
 )

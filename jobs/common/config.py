@@ -329,6 +329,22 @@ class DatasetConfig(_Model):
     min_quality: Optional[int] = Field(None, ge=1, le=10)
 
 
+class ReportConfig(_Model):
+    """``nr report``: statistics, plots and the cost view of a finished run."""
+
+    output_dir: str = Field("{root}/report", description="where index.html, the PNGs and report.json go")
+    gpu_tokens_per_s: float = Field(
+        2500.0, gt=0, description="generated tokens per second per GPU for the GPU-hour estimate; default: "
+        "one H100 serving a 70B model with vLLM at large batch (tensor-parallel throughput divided by the GPUs)")
+    gpu_prompt_tokens_per_s: float = Field(
+        25000.0, gt=0, description="prompt (prefill) tokens per second per GPU, same setting")
+    project_to_docs: float = Field(1e9, gt=0, description="corpus size (documents) the cost is projected to")
+    examples: int = Field(20, ge=0, description="random dataset rows shown with their lineage")
+    seed: int = 0
+    histogram_bins: int = Field(20, ge=2)
+    embedding_points: int = Field(2000, ge=10, description="points drawn on the embedding map (a seeded sample)")
+
+
 # --------------------------------------------------------------------------- root
 
 
@@ -347,6 +363,7 @@ class PipelineConfig(_Model):
     respond: RespondConfig = Field(default_factory=RespondConfig)
     judge: JudgeConfig = Field(default_factory=JudgeConfig)
     dataset: DatasetConfig = Field(default_factory=DatasetConfig)
+    report: ReportConfig = Field(default_factory=ReportConfig)
 
     @model_validator(mode="after")
     def _model_refs(self) -> "PipelineConfig":
