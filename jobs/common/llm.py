@@ -75,6 +75,7 @@ def generate(
     messages_col: str = "messages",
     overrides_col: Optional[str] = None,
     cache_dir: Optional[str] = None,
+    storage_options: Optional[dict] = None,
 ) -> DataFrame:
     """keys (+ prompt_name/prompt_hash when present) + sample_idx, model, text, token counts,
     finish_reason, first_token_logprobs, error: one row per (key, sample)."""
@@ -87,6 +88,8 @@ def generate(
     model_cfg["label"] = model.name
     if cache_dir:
         model_cfg["cache_dir"] = cache_dir
+    if storage_options:  # region/endpoint for a model staged from S3 (udfs.staging); never secrets
+        model_cfg["storage_options"] = dict(storage_options)
     fn = functools.partial(
         generate_batches, model_cfg=model_cfg, sampling=sampling.model_dump(mode="json"), key_cols=list(key_cols),
         messages_col=messages_col, overrides_col=overrides_col, passthrough=passthrough,
