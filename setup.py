@@ -29,7 +29,9 @@ setup(
         "aws": ["boto3>=1.34"],
         # engine: openai (any OpenAI-compatible server)
         "openai": ["aiohttp>=3.10"],
-        "dev": ["pytest>=8", "hypothesis>=6", "datasketch==2.0.0", "aiohttp>=3.10", "scipy>=1.11"],
+        "dev": ["pytest>=8", "hypothesis>=6", "datasketch==2.0.0", "aiohttp>=3.10", "scipy>=1.11",
+                # tests/test_s3.py, test_model_staging.py, test_cluster_defs.py: a real S3 (and EMR) API on 127.0.0.1
+                "moto[server]>=5.0", "boto3>=1.34"],
     },
     entry_points={"console_scripts": ["nr=jobs.cli:main"]},
 )

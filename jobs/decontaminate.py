@@ -210,21 +210,25 @@ def cli_main(argv: Optional[list[str]] = None) -> int:
     p.add_argument("--tokenize", choices=list(ngrams.TOKENIZATIONS), default=None,
                    help="item side; split_first reproduces lm-eval's Janitor.clean (default normalize_first)")
     p.add_argument("--master", default=None, help="local Spark master (default local[<cores>])")
+    from jobs.dedup import add_storage_args, read_any, storage_from_args
+
+    add_storage_args(p)
     args = p.parse_args(argv)
     from jobs.common.config import SparkConfig
     from jobs.common.spark import get_spark
-    from jobs.dedup import read_any
+    from jobs.common.storage import read_files, write_parquet
     from jobs.pipeline import setup_logging
 
     setup_logging("INFO")
     try:
         dcfg = _cli_config(args.benchmarks_config, args.ngram, args.tokenize)
-    except ConfigError as e:
+        storage = storage_from_args(args)
+    except (ConfigError, ValueError) as e:
         print(f"error: {e}", file=sys.stderr)
         return 2
     bdir = expand_path(args.benchmarks_dir or dcfg.benchmarks_dir, ".")
     spark = get_spark(SparkConfig(master=args.master))
-    df = read_any(spark, args.input, args.input_format)
+    df = read_any(spark, args.input, args.input_format, storage)
     missing = [c for c in [args.id_col, *args.text_col] if c not in df.columns]
     if missing:
         print(f"error: columns {missing} not in {args.input}; columns: {sorted(df.columns)}", file=sys.stderr)
@@ -233,8 +237,8 @@ def cli_main(argv: Optional[list[str]] = None) -> int:
     bench = build_benchmark_index(spark, resolve(dcfg.benchmarks), bdir, args.ngram)
     cont = find_contamination(df, args.id_col, args.text_col, bench, args.ngram, dcfg.min_matches,
                               dcfg.tokenize)
-    cont.write.mode("overwrite").parquet(f"{args.output}/contamination")
-    written = spark.read.parquet(f"{args.output}/contamination")
+    write_parquet(spark, cont, f"{args.output}/contamination", storage)
+    written = read_files(spark, f"{args.output}/contamination", "parquet", storage)
     total = df.count()
     flagged = written.select("item_id").distinct().count()
     per = contaminated_per_benchmark(written, bench)
