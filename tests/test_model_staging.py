@@ -40,6 +40,16 @@ def assert_same(root, files):
     assert not list(root.rglob("*.part")), "no partial files left"
 
 
+def leave_partial(s3, cache, rel, data):
+    """The .part file and its ETag record, as an interrupted staging leaves them."""
+    root = staging.local_dir(s3.uri("models/tiny"), str(cache))
+    etag = s3.client.head_object(Bucket=s3.bucket, Key=f"models/tiny/{rel}")["ETag"].strip('"')
+    root.mkdir(parents=True)
+    (root / (rel + ".part")).write_bytes(data)
+    (root / (rel + ".part-etag")).write_text(etag)
+    return root
+
+
 def test_stages_a_folder_and_verifies_multipart_etags(s3, tmp_path):
     files = upload_model(s3)
     assert "-" in s3.client.head_object(Bucket=s3.bucket, Key=f"models/tiny/{BIG}")["ETag"]
@@ -63,12 +73,8 @@ def test_a_changed_object_is_fetched_again(s3, tmp_path):
 
 def test_an_interrupted_download_resumes_where_it_stopped(s3, tmp_path):
     files = upload_model(s3)
-    root = staging.local_dir(s3.uri("models/tiny"), str(tmp_path))
     rel = "model-00001-of-00002.safetensors"
-    etag = s3.client.head_object(Bucket=s3.bucket, Key=f"models/tiny/{rel}")["ETag"].strip('"')
-    root.mkdir(parents=True)
-    (root / (rel + ".part")).write_bytes(files[rel][:100_000])  # what a killed worker left
-    (root / (rel + ".part-etag")).write_text(etag)
+    leave_partial(s3, tmp_path, rel, files[rel][:100_000])  # what a killed worker left
     res = staging.stage_model(s3.uri("models/tiny"), str(tmp_path), s3.options)
     assert res.resumed_files == 1
     total = sum(len(b) for b in files.values())
@@ -78,12 +84,8 @@ def test_an_interrupted_download_resumes_where_it_stopped(s3, tmp_path):
 
 def test_a_corrupted_partial_file_fails_the_checksum_and_is_removed(s3, tmp_path):
     files = upload_model(s3)
-    root = staging.local_dir(s3.uri("models/tiny"), str(tmp_path))
     rel = "config.json"
-    etag = s3.client.head_object(Bucket=s3.bucket, Key=f"models/tiny/{rel}")["ETag"].strip('"')
-    root.mkdir(parents=True)
-    (root / (rel + ".part")).write_bytes(b"X" * 10)  # right ETag recorded, wrong bytes
-    (root / (rel + ".part-etag")).write_text(etag)
+    root = leave_partial(s3, tmp_path, rel, b"X" * 10)  # right ETag recorded, wrong bytes
     with pytest.raises(staging.StagingError, match="checksum mismatch"):
         staging.stage_model(s3.uri("models/tiny"), str(tmp_path), s3.options)
     assert not (root / (rel + ".part")).exists()

@@ -178,9 +178,7 @@ def test_export_to_s3_writes_jsonl_and_parquet_that_read_back(spark_s3, s3, tmp_
     assert sorted(x["question_id"] for x in lines) == [f"id{i:02d}" for i in range(7)], "stale files are gone"
     assert all("reference_answer" in x for x in lines), "null fields are written, as Spark's writer does"
     assert lines[0]["responses"][0] == {"response_model": "m0", "response": "r0"}
-    tables = [pq.read_table(fs.open_input(p, s3.options).__enter__())
-              for p, _ in fs.list_files(s3.uri("exports/v1/parquet"), s3.options)]
-    assert sum(t.num_rows for t in tables) == 7
+    assert read_parquet_s3(s3, "exports/v1/parquet").num_rows == 7
 
 
 # --------------------------------------------------------------------------- the standalone tools on S3
@@ -224,3 +222,25 @@ def test_nr_dedup_reports_a_missing_input_with_its_path(spark_s3, s3):
         cli_main(["--input", s3.uri("nothing"), "--input-format", "parquet", "--id-col", "id", "--text-col", "t",
                   "--output", s3.uri("out"), *storage_args(s3)])
     assert_clear(e.value, s3.uri("nothing"), "no such file")
+
+
+QUESTION = ("a train leaves the station at noon travelling at sixty miles per hour toward a city "
+            "two hundred miles away so when does it arrive")
+
+
+def test_nr_decontaminate_reads_parquet_and_benchmarks_from_s3_and_writes_to_s3(spark_s3, s3, tmp_path):
+    from jobs.decontaminate import cli_main
+
+    s3.put("bench/mine.jsonl", (json.dumps({"id": "b1", "question": QUESTION}) + "\n").encode())
+    conf = tmp_path / "b.yaml"
+    conf.write_text("benchmarks: [{name: mine, format: jsonl, path: '{benchmarks_dir}/mine.jsonl', "
+                    "text_fields: [question], id_field: id}]\n")
+    items = pa.table({"key": [7, 8], "text": ["Question: " + QUESTION.upper() + "!", "clean words only"]})
+    buf = pa.BufferOutputStream()
+    pq.write_table(items, buf)
+    s3.put("items/part-0.parquet", buf.getvalue().to_pybytes())
+    assert cli_main(["--input", s3.uri("items"), "--input-format", "parquet", "--id-col", "key",
+                     "--text-col", "text", "--output", s3.uri("out"), "--benchmarks-config", str(conf),
+                     "--benchmarks-dir", s3.uri("bench"), *storage_args(s3)]) == 0
+    rows = read_parquet_s3(s3, "out/contamination").to_pylist()
+    assert [(r["item_id"], r["benchmark"], r["benchmark_item_id"]) for r in rows] == [("7", "mine", "b1")]

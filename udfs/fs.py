@@ -214,6 +214,27 @@ def access(path: str, action: str, options: Optional[Mapping[str, str]] = None):
 
 # --------------------------------------------------------------------------- operations
 
+_BUCKETS_SEEN: set = set()
+
+
+def require_bucket(path: str, options=None) -> None:
+    """Fail early and clearly when ``path``'s bucket is missing or not ours to read (one HEAD
+    per bucket and process); a no-op for local paths. delta-rs reports a missing bucket as a
+    generic request error, after its retries."""
+    if not is_s3(path):
+        return
+    bucket = s3_uri(path)[len("s3://"):].split("/", 1)[0]
+    key = (bucket, s3_settings(options)["endpoint"], os.environ.get("AWS_ACCESS_KEY_ID"))
+    if key in _BUCKETS_SEEN:
+        return
+    fs, _ = resolve(path, options)
+    with access(path, "check bucket", options):
+        kind = fs.get_file_info(bucket).type
+    if kind == pafs.FileType.NotFound:
+        raise BucketNotFound(f"{path}: bucket {bucket!r} does not exist")
+    _BUCKETS_SEEN.add(key)
+
+
 
 def info(path: str, options=None) -> pafs.FileInfo:
     fs, inner = resolve(path, options)
@@ -382,29 +403,52 @@ def _task_file(folder: str, ext: str) -> str:
     return join(folder, f"part-{ctx.partitionId() if ctx else 0:05d}.{ext}")
 
 
-def write_parquet_task(batches, folder: str, options=None):
-    """``mapInArrow`` body: this partition's rows as one Parquet file under ``folder``;
-    yields one (path, rows) record (none for an empty partition)."""
-    import pyarrow as pa
-    import pyarrow.parquet as pq
+class _ParquetSink:
+    def __init__(self, stream, schema):
+        import pyarrow.parquet as pq
 
-    path, writer, rows = _task_file(folder, "parquet"), None, 0
-    stream = None
+        self.stream, self.writer = stream, pq.ParquetWriter(stream, schema, compression="snappy")
+
+    def write(self, batch) -> None:
+        self.writer.write_batch(batch)
+
+    def close(self) -> None:
+        self.writer.close()
+        self.stream.close()
+
+
+class _JsonLinesSink:
+    def __init__(self, stream, schema):
+        self.stream = stream
+
+    def write(self, batch) -> None:
+        import json
+
+        self.stream.write("".join(json.dumps(r, ensure_ascii=False, default=str) + "\n"
+                                  for r in batch.to_pylist()).encode("utf-8"))
+
+    def close(self) -> None:
+        self.stream.close()
+
+
+def _write_task(batches, folder: str, ext: str, sink_type, options):
+    import pyarrow as pa
+
+    path, sink, stream, rows = _task_file(folder, ext), None, None, 0
     try:
         for b in batches:
             if b.num_rows == 0:
                 continue
-            if writer is None:
-                fs, inner = resolve(path, options)
-                with access(path, "write", options):
-                    stream = fs.open_output_stream(inner)
-                writer = pq.ParquetWriter(stream, b.schema, compression="snappy")
-            writer.write_batch(b)
-            rows += b.num_rows
-        if writer is not None:
             with access(path, "write", options):
-                writer.close()
-                stream.close()
+                if sink is None:
+                    fs, inner = resolve(path, options)
+                    stream = fs.open_output_stream(inner)
+                    sink = sink_type(stream, b.schema)
+                sink.write(b)
+            rows += b.num_rows
+        if sink is not None:
+            with access(path, "write", options):
+                sink.close()
     except BaseException:
         if stream is not None and not stream.closed:
             stream.close()
@@ -413,35 +457,16 @@ def write_parquet_task(batches, folder: str, options=None):
         yield pa.RecordBatch.from_pydict({"path": [path], "rows": [rows]})
 
 
+def write_parquet_task(batches, folder: str, options=None):
+    """``mapInArrow`` body: this partition's rows as one Parquet file under ``folder``;
+    yields one (path, rows) record (none for an empty partition)."""
+    return _write_task(batches, folder, "parquet", _ParquetSink, options)
+
+
 def write_jsonl_task(batches, folder: str, options=None):
-    """``mapInArrow`` body: this partition's rows as one JSON-lines file (nulls written as null)."""
-    import json
-
-    import pyarrow as pa
-
-    path, rows = _task_file(folder, "json"), 0  # .json as Spark's JSON writer names its files
-    out = None
-    try:
-        for b in batches:
-            if b.num_rows == 0:
-                continue
-            if out is None:
-                fs, inner = resolve(path, options)
-                with access(path, "write", options):
-                    out = fs.open_output_stream(inner)
-            text = "".join(json.dumps(r, ensure_ascii=False, default=str) + "\n" for r in b.to_pylist())
-            with access(path, "write", options):
-                out.write(text.encode("utf-8"))
-            rows += b.num_rows
-        if out is not None:
-            with access(path, "write", options):
-                out.close()
-    except BaseException:
-        if out is not None and not out.closed:
-            out.close()
-        raise
-    if rows:
-        yield pa.RecordBatch.from_pydict({"path": [path], "rows": [rows]})
+    """``mapInArrow`` body: this partition's rows as one JSON-lines file (nulls written as null),
+    named ``.json`` as Spark's JSON writer names its files."""
+    return _write_task(batches, folder, "json", _JsonLinesSink, options)
 
 
 def read_parquet_task(batches, schema_bytes: bytes, options=None):

@@ -68,7 +68,11 @@ class StorageConfig(_Model):
     @field_validator("storage_options")
     @classmethod
     def _no_secrets(cls, v: dict[str, str]) -> dict[str, str]:
-        bad = sorted(k for k in v if any(s in k.lower() for s in ("secret", "token", "password")))
+        def secret(k: str) -> bool:
+            name = k.lower().removeprefix("aws_")
+            return "secret" in name or "password" in name or name in ("session_token", "token", "account_key")
+
+        bad = sorted(k for k in v if secret(k))
         if bad:
             raise ValueError(f"{bad}: secrets do not belong in a config file; set them in the environment "
                              "(AWS_SECRET_ACCESS_KEY, AWS_SESSION_TOKEN) or use the instance role")

@@ -122,6 +122,7 @@ def write_task_files(spark: SparkSession, df: DataFrame, folder: str, fmt: str, 
 
     body = {"parquet": nrfs.write_parquet_task, "jsonl": nrfs.write_jsonl_task}[fmt]
     opts = dict(cfg.storage_options)
+    nrfs.require_bucket(folder, opts)  # on the driver: a clear error before any task starts
     nrfs.delete_dir(folder, opts)
     written = df.mapInArrow(functools.partial(body, folder=folder, options=opts), "path string, rows long")
     return int(sum(r["rows"] for r in written.collect()))  # one small row per partition
@@ -329,12 +330,15 @@ class BridgeDelta(DeltaBackend):
     def _table(self, path: str, version: Optional[int] = None):
         from deltalake import DeltaTable
 
+        nrfs.require_bucket(delta_uri(path), self._options())
+
         dt = DeltaTable(delta_uri(path), storage_options=self._options() or None, version=version)
         return dt
 
     def exists(self, path: str) -> bool:
         from deltalake import DeltaTable
 
+        nrfs.require_bucket(delta_uri(path), self._options())
         return DeltaTable.is_deltatable(delta_uri(path), storage_options=self._options() or None)
 
     def version(self, path: str) -> Optional[int]:
@@ -398,9 +402,8 @@ class BridgeDelta(DeltaBackend):
         return _Staged(folder, actions, schema, rows)
 
     def _discard(self, path: str, staged: _Staged) -> None:
-        fs, base = _filesystem(delta_uri(path), self._options())
         try:
-            fs.delete_dir(base + "/" + staged.folder)
+            nrfs.delete_dir(delta_uri(path).rstrip("/") + "/" + staged.folder, self._options())
         except OSError:
             log.warning("could not remove uncommitted files in %s/%s", path, staged.folder)
 
@@ -507,7 +510,8 @@ def _filesystem(uri: str, options: dict):
 def _selector(base: str):
     import pyarrow.fs as pafs
 
-    return pafs.FileSelector(base, recursive=False, allow_not_found=False)
+    # An empty frame written by our tasks leaves no folder at all on an object store.
+    return pafs.FileSelector(base, recursive=False, allow_not_found=True)
 
 
 def _stat_value(v):
