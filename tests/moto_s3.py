@@ -7,7 +7,6 @@ credentials go there too (the JVM started before this module set them).
 """
 from __future__ import annotations
 
-import logging
 import os
 import uuid
 from dataclasses import dataclass
@@ -39,24 +38,45 @@ class S3:
         return sorted(o["Key"] for p in pages for o in p.get("Contents", []))
 
 
-@pytest.fixture(scope="module")
-def s3_server():
-    pytest.importorskip("moto.server", reason="moto[server] is in the dev extra")
-    import boto3
-    from moto.server import ThreadedMotoServer
+def _serve(queue) -> None:
+    """Child process: moto's threaded server on a random port of 127.0.0.1, until terminated."""
+    import logging
+    import threading
 
     logging.getLogger("werkzeug").setLevel(logging.WARNING)  # one line per request otherwise
+    from moto.server import ThreadedMotoServer
+
     server = ThreadedMotoServer(ip_address="127.0.0.1", port=0, verbose=False)
     server.start()
-    host, port = server.get_host_and_port()
-    with pytest.MonkeyPatch.context() as mp:
-        for k, v in CREDS.items():
-            mp.setenv(k, v)
-        mp.delenv("AWS_PROFILE", raising=False)
-        mp.delenv("AWS_SESSION_TOKEN", raising=False)
-        endpoint = f"http://{host}:{port}"
-        yield endpoint, boto3.client("s3", endpoint_url=endpoint, region_name="us-east-1")
-    server.stop()
+    queue.put(server.get_host_and_port())
+    threading.Event().wait()
+
+
+@pytest.fixture(scope="module")
+def s3_server():
+    """The server runs in a child process: some delta-rs calls (``is_deltatable``) hold the GIL
+    while they wait for the network, which would starve a server thread in this process."""
+    pytest.importorskip("moto.server", reason="moto[server] is in the dev extra")
+    import multiprocessing as mp
+
+    import boto3
+
+    ctx = mp.get_context("spawn")
+    queue = ctx.Queue()
+    proc = ctx.Process(target=_serve, args=(queue,), daemon=True)
+    proc.start()
+    try:
+        host, port = queue.get(timeout=120)
+        with pytest.MonkeyPatch.context() as mp_:
+            for k, v in CREDS.items():
+                mp_.setenv(k, v)
+            mp_.delenv("AWS_PROFILE", raising=False)
+            mp_.delenv("AWS_SESSION_TOKEN", raising=False)
+            endpoint = f"http://{host}:{port}"
+            yield endpoint, boto3.client("s3", endpoint_url=endpoint, region_name="us-east-1")
+    finally:
+        proc.terminate()
+        proc.join(timeout=20)
 
 
 @pytest.fixture()
@@ -76,11 +96,20 @@ def spark_s3(spark, s3_server, monkeypatch):
     return spark
 
 
-def deny_unknown_keys(monkeypatch) -> None:
-    """moto checks signatures from now on (this test only): unknown access keys are refused."""
-    import moto.settings
+@pytest.fixture()
+def deny_unknown_keys(s3_server):
+    """Call it to make moto check signatures (unknown access keys are refused) until the test ends."""
+    import urllib.request
 
-    monkeypatch.setattr(moto.settings, "INITIAL_NO_AUTH_ACTION_COUNT", 0)
+    endpoint = s3_server[0]
+
+    def set_count(value: str) -> None:
+        req = urllib.request.Request(f"{endpoint}/moto-api/reset-auth", data=value.encode(), method="POST",
+                                     headers={"Content-Type": "text/plain"})  # a form body would be parsed away
+        urllib.request.urlopen(req, timeout=30).read()
+
+    yield lambda: set_count("0")
+    set_count("inf")
 
 
 def assert_clear(err: BaseException, path: str, *words: str) -> None:

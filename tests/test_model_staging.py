@@ -125,7 +125,7 @@ def test_resolve_model_stages_s3_and_passes_local_paths_through(s3, tmp_path):
     assert resolve_model("/mnt/models/x", "vllm", str(tmp_path)) == "/mnt/models/x"
 
 
-def test_missing_bucket_missing_prefix_and_wrong_credentials_are_clear(s3, tmp_path, monkeypatch):
+def test_missing_bucket_missing_prefix_and_wrong_credentials_are_clear(s3, tmp_path, monkeypatch, deny_unknown_keys):
     with pytest.raises(staging.StagingError) as e:
         staging.stage_model("s3://no-such-bucket-nr/models/x", str(tmp_path), s3.options)
     assert_clear(e.value, "s3://no-such-bucket-nr/models/x", "does not exist")
@@ -133,7 +133,7 @@ def test_missing_bucket_missing_prefix_and_wrong_credentials_are_clear(s3, tmp_p
         staging.stage_model(s3.uri("models/none"), str(tmp_path), s3.options)
     assert_clear(e.value, s3.uri("models/none"), "no objects")
     upload_model(s3)
-    deny_unknown_keys(monkeypatch)
+    deny_unknown_keys()
     monkeypatch.setenv("AWS_ACCESS_KEY_ID", "AKIAWRONGWRONGWRONG1")
     monkeypatch.setenv("AWS_SECRET_ACCESS_KEY", "wrong-secret-value")
     with pytest.raises(staging.StagingError) as e:

@@ -78,9 +78,9 @@ def test_missing_bucket_and_missing_key_are_named(s3):
     assert_clear(e.value, s3.uri("nothing/here.json"), "no such file")
 
 
-def test_wrong_credentials_name_the_path_and_no_secret(s3, monkeypatch):
+def test_wrong_credentials_name_the_path_and_no_secret(s3, monkeypatch, deny_unknown_keys):
     fs.write_text(s3.uri("secret/file.txt"), "x", s3.options)
-    deny_unknown_keys(monkeypatch)
+    deny_unknown_keys()
     monkeypatch.setenv("AWS_ACCESS_KEY_ID", "AKIAWRONGWRONGWRONG1")
     monkeypatch.setenv("AWS_SECRET_ACCESS_KEY", "wrong-secret-value")
     with pytest.raises(fs.AccessDenied) as e:

@@ -160,9 +160,13 @@ def read_parquet_files(spark: SparkSession, uris: Sequence[str], schema: pa.Sche
         raise UnsupportedTableError(
             f"{base}: a partitioned table on storage this Spark cannot reach itself; read it on a cluster "
             "whose Spark has the storage's filesystem (hadoop-aws on OSS Spark)")
+    from pyspark.sql.pandas.types import to_arrow_schema
+
     paths = spark.createDataFrame([(u,) for u in uris], "path string")
     paths = paths.repartition(max(1, min(len(uris), spark.sparkContext.defaultParallelism * 4)))
-    body = functools.partial(nrfs.read_parquet_task, schema_bytes=schema.serialize().to_pybytes(),
+    # The tasks hand Spark the Arrow types Spark itself uses (no large or view types, UTC micros).
+    out = to_arrow_schema(spark_schema)
+    body = functools.partial(nrfs.read_parquet_task, schema_bytes=out.serialize().to_pybytes(),
                              options=dict(cfg.storage_options))
     return paths.mapInArrow(body, spark_schema)
 
