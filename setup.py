@@ -6,7 +6,8 @@ setup(
     description="Mine pretraining corpora for challenging reasoning questions with PySpark (NaturalReasoning).",
     python_requires=">=3.10",
     packages=["jobs", "jobs.common", "udfs", "udfs.llm", "prompts"],
-    package_data={"prompts": ["*.txt"]},
+    # jobs/benchmark_index: the hashed decontamination index (no benchmark text), read by the driver.
+    package_data={"prompts": ["*.txt"], "jobs": ["benchmark_index/*"]},
     include_package_data=True,
     install_requires=[
         "deltalake>=1.1,<2",

@@ -4,6 +4,8 @@
     nr stage NAME --config conf/local.yaml [--set ...]
     nr dedup --input PATH --input-format jsonl|parquet|delta --id-col ID --text-col TEXT --output DIR
     nr decontaminate --input PATH ... --output DIR
+    nr benchmarks build-index --output DIR [--benchmarks-dir DIR | --benchmarks-config F]
+    nr benchmarks show [--index DIR]
     nr fetch-model [--cache-dir DIR]
     nr submit emr --cluster-id j-XXXX --config conf/emr.yaml [--stages a,b] [--set ...] [--dry-run]
     nr stages
@@ -21,6 +23,7 @@ COMMANDS = {
     "run": "jobs.pipeline:main",
     "dedup": "jobs.dedup:cli_main",
     "decontaminate": "jobs.decontaminate:cli_main",
+    "benchmarks": "jobs.benchmark_index:cli_main",
     "fetch-model": "udfs.llm.models:main",
     "submit": "jobs.submit:main",
 }

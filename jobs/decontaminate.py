@@ -25,7 +25,8 @@ import yaml
 from pyspark.sql import DataFrame, SparkSession
 from pyspark.sql import functions as F
 
-from jobs.benchmarks import load_benchmarks, resolve
+from jobs import benchmark_index
+from jobs.benchmarks import BenchmarkMissing
 from jobs.common.config import BenchmarkConfig, ConfigError, DecontaminateConfig, expand_path
 from jobs.common.runner import StageContext
 from udfs import ngrams
@@ -58,43 +59,27 @@ class BenchmarkIndex:
                                         if self.skipped else "")
 
 
-def build_benchmark_index(spark: SparkSession, benchmarks: list[BenchmarkConfig], benchmarks_dir: str,
-                          n: int = 13) -> BenchmarkIndex:
-    """Load every configured benchmark and hash its n-grams (normalize, then split: lm-eval's rule)."""
-    import numpy as np
-    import pandas as pd
+def build_benchmark_index(spark: SparkSession, benchmarks: Optional[list], benchmarks_dir: str, n: int = 13,
+                          index: Optional[str] = None) -> BenchmarkIndex:
+    """The broadcast side: the hashed index's benchmarks (no text read) plus raw ones, hashed here.
 
-    keys, hashes, items = [], [], []
-    idx = BenchmarkIndex(ngrams=None, items=None)  # type: ignore[arg-type]
-    for b, texts in load_benchmarks(benchmarks, benchmarks_dir):
-        if texts is None:
-            log.warning("benchmark %s: not found, skipped (it is optional)", b.name)
-            idx.skipped.append(b.name)
-            continue
-        grams_by_item: dict[str, set] = {}
-        for item_id, text in zip(texts["benchmark_item_id"].tolist(), texts["text"].tolist()):
-            grams_by_item.setdefault(item_id, set()).update(ngrams.first_positions(text, n))
-        own = []
-        for item_id, grams in grams_by_item.items():
-            if not grams:
-                continue
-            key = len(items)
-            items.append((key, b.name, item_id))
-            own.append(ngrams.hash_grams(grams))
-            keys.append(np.full(len(grams), key, dtype=np.int32))
-        hashes.extend(own)
-        distinct = np.unique(np.concatenate(own)) if own else []
-        idx.ngram_counts[b.name] = len(distinct)
-        idx.item_counts[b.name] = len(grams_by_item)
-        log.info("benchmark %s: %d items, %d distinct %d-grams", b.name, len(grams_by_item), len(distinct), n)
-    frame = pd.DataFrame({
-        "_ngram_hash": np.concatenate(hashes) if hashes else np.array([], dtype=np.int64),
-        "_bench_key": np.concatenate(keys) if keys else np.array([], dtype=np.int32),
-    })
-    idx.ngrams = spark.createDataFrame(frame, "_ngram_hash long, _bench_key int")
-    idx.items = spark.createDataFrame(pd.DataFrame(items, columns=["_bench_key", "benchmark", "benchmark_item_id"]),
-                                      "_bench_key int, benchmark string, benchmark_item_id string")
-    return idx
+    ``index`` None reads every benchmark from its files (normalize, then split: lm-eval's
+    rule); ``"builtin"`` or an index folder takes the benchmarks it holds from it
+    (``jobs.benchmark_index.assemble``). Both give the same hashes, so the same flags.
+    """
+    tables, skipped = benchmark_index.assemble(benchmarks, benchmarks_dir, n, index)
+    for name in skipped:
+        log.warning("benchmark %s: not found, skipped (it is optional)", name)
+    info = tables.manifest["benchmarks"]
+    return BenchmarkIndex(
+        ngrams=spark.createDataFrame(tables.ngrams.rename(columns={"ngram_hash": "_ngram_hash", "item": "_bench_key"}),
+                                     benchmark_index.NGRAM_SCHEMA),
+        items=spark.createDataFrame(tables.items[["item", "benchmark", "benchmark_item_id"]]
+                                    .rename(columns={"item": "_bench_key"}), benchmark_index.ITEM_SCHEMA),
+        ngram_counts={b: int(v["ngrams"]) for b, v in info.items()},
+        item_counts={b: int(v["items"]) for b, v in info.items()},
+        skipped=skipped,
+    )
 
 
 def find_contamination(items: DataFrame, id_col: str, text_cols: list[str], bench: BenchmarkIndex, n: int = 13,
@@ -147,8 +132,8 @@ def run(ctx: StageContext) -> None:
         ctx.count("skipped_up_to_date", 1)
         return
     cfg = ctx.cfg.decontaminate
-    bench = build_benchmark_index(ctx.spark, resolve(cfg.benchmarks),
-                                  expand_path(cfg.benchmarks_dir, ctx.cfg.storage.root), cfg.ngram)
+    bench = build_benchmark_index(ctx.spark, cfg.benchmarks, expand_path(cfg.benchmarks_dir, ctx.cfg.storage.root),
+                                  cfg.ngram, index_path(cfg.index, ctx.cfg.storage.root))
     ctx.count("checked_benchmarks", len(bench.checked))
     for name, k in bench.ngram_counts.items():
         ctx.count(f"benchmark_ngrams_{name}", k)
@@ -171,6 +156,11 @@ def run(ctx: StageContext) -> None:
     for line in report_lines(total, flagged, per, bench):
         log.info("[decontaminate] %s", line.strip())
     cont.unpersist()
+
+
+def index_path(index: Optional[str], root: str) -> Optional[str]:
+    """``builtin`` and null as they are; a folder with ``{root}`` and ``${VAR:-default}`` expanded."""
+    return index if index in (None, "builtin") else expand_path(index, root)
 
 
 def _cli_config(path: Optional[str], ngram: int, tokenize: Optional[str]) -> DecontaminateConfig:
@@ -205,7 +195,9 @@ def cli_main(argv: Optional[list[str]] = None) -> int:
     p.add_argument("--output", required=True, help="folder: writes OUTPUT/contamination (Parquet)")
     p.add_argument("--benchmarks-config", default=None,
                    help="YAML with benchmarks: (definitions or built-in names), benchmarks_dir:, min_matches:")
-    p.add_argument("--benchmarks-dir", default=None, help="overrides benchmarks_dir")
+    p.add_argument("--benchmarks-dir", default=None, help="overrides benchmarks_dir (raw benchmark files)")
+    p.add_argument("--index", default=None,
+                   help="benchmark index: builtin (default), an index folder, or none (read every benchmark's files)")
     p.add_argument("--ngram", type=int, default=13)
     p.add_argument("--tokenize", choices=list(ngrams.TOKENIZATIONS), default=None,
                    help="item side; split_first reproduces lm-eval's Janitor.clean (default normalize_first)")
@@ -234,7 +226,12 @@ def cli_main(argv: Optional[list[str]] = None) -> int:
         print(f"error: columns {missing} not in {args.input}; columns: {sorted(df.columns)}", file=sys.stderr)
         return 2
     t0 = time.monotonic()
-    bench = build_benchmark_index(spark, resolve(dcfg.benchmarks), bdir, args.ngram)
+    index = dcfg.index if args.index is None else (None if args.index == "none" else args.index)
+    try:
+        bench = build_benchmark_index(spark, dcfg.benchmarks, bdir, args.ngram, index_path(index, "."))
+    except (BenchmarkMissing, ValueError) as e:
+        print(f"error: {e}", file=sys.stderr)
+        return 2
     cont = find_contamination(df, args.id_col, args.text_col, bench, args.ngram, dcfg.min_matches,
                               dcfg.tokenize)
     write_parquet(spark, cont, f"{args.output}/contamination", storage)

@@ -309,13 +309,19 @@ class DecontaminateConfig(_Model):
     enabled: bool = True
     ngram: int = Field(13, ge=1)
     min_matches: int = Field(1, ge=1, description="n-grams shared before an item counts as contaminated")
+    index: Optional[str] = Field(
+        "builtin", description="hashed benchmark index: builtin = the one shipped in the package (MATH, GPQA "
+        "diamond, MMLU-Pro, MMLU-STEM; jobs/benchmark_index.py), a folder written by `nr benchmarks build-index` "
+        "(local or s3://), or null = read every benchmark from its files")
     benchmarks_dir: str = Field(
-        "${NR_BENCHMARKS_DIR:-../shared/data/benchmarks}",
-        description="folder the built-in benchmark definitions read from",
+        "${NR_BENCHMARKS_DIR:-}",
+        description="folder that raw benchmark definitions ({benchmarks_dir} in a path) read from; only needed "
+        "for benchmarks that are not in the index",
     )
     benchmarks: Optional[list[str | BenchmarkConfig]] = Field(
-        None, description="None = the built-in MATH, GPQA-diamond, MMLU-Pro and MMLU-STEM definitions; "
-        "an entry is a definition or the name of a built-in one (jobs/benchmarks.py: BUILTIN_BY_NAME)"
+        None, description="None = every benchmark in the index (the built-in four), or the built-in definitions "
+        "when index is null; an entry is a name (in the index, else a built-in definition: jobs/benchmarks.py "
+        "BUILTIN_BY_NAME) or a full definition, which is read from its files and merged with the index"
     )
     text_cols: list[str] = Field(default_factory=lambda: ["question"])
     tokenize: Literal["normalize_first", "split_first"] = Field(
@@ -323,15 +329,17 @@ class DecontaminateConfig(_Model):
         "as on the benchmark side; split_first = lm-eval Janitor.clean exactly (see udfs/ngrams.py)"
     )
 
-    @field_validator("benchmarks")
-    @classmethod
-    def _builtin_names(cls, v):
+    @model_validator(mode="after")
+    def _builtin_names(self) -> "DecontaminateConfig":
         from jobs.benchmarks import BUILTIN_BY_NAME  # imported here: jobs.benchmarks imports this module
 
-        for b in v or []:
+        if self.index not in (None, "builtin"):
+            return self  # names held by a custom index are checked when it is read
+        for b in self.benchmarks or []:
             if isinstance(b, str) and b not in BUILTIN_BY_NAME:
-                raise ValueError(f"unknown built-in benchmark {b!r}; built-in: {sorted(BUILTIN_BY_NAME)}")
-        return v
+                raise ValueError(f"unknown built-in benchmark {b!r}; built-in: {sorted(BUILTIN_BY_NAME)} "
+                                 "(a name from a custom index needs decontaminate.index set to its folder)")
+        return self
 
 
 class DatasetConfig(_Model):
@@ -384,7 +392,7 @@ class PipelineConfig(_Model):
 
 def expand_path(template: str, root: str) -> str:
     out = os.path.expandvars(_expand_env_defaults(template)).replace("{root}", root)
-    if "://" not in out and not out.startswith("dbfs:"):
+    if out and "://" not in out and not out.startswith("dbfs:"):  # "" stays "" (unset), not "."
         out = str(Path(out).expanduser())
     return out
 
