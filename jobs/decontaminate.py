@@ -60,14 +60,14 @@ class BenchmarkIndex:
 
 
 def build_benchmark_index(spark: SparkSession, benchmarks: Optional[list], benchmarks_dir: str, n: int = 13,
-                          index: Optional[str] = None) -> BenchmarkIndex:
+                          index: Optional[str] = None, options: Optional[dict] = None) -> BenchmarkIndex:
     """The broadcast side: the hashed index's benchmarks (no text read) plus raw ones, hashed here.
 
     ``index`` None reads every benchmark from its files (normalize, then split: lm-eval's
     rule); ``"builtin"`` or an index folder takes the benchmarks it holds from it
     (``jobs.benchmark_index.assemble``). Both give the same hashes, so the same flags.
     """
-    tables, skipped = benchmark_index.assemble(benchmarks, benchmarks_dir, n, index)
+    tables, skipped = benchmark_index.assemble(benchmarks, benchmarks_dir, n, index, options)
     for name in skipped:
         log.warning("benchmark %s: not found, skipped (it is optional)", name)
     info = tables.manifest["benchmarks"]
@@ -133,7 +133,8 @@ def run(ctx: StageContext) -> None:
         return
     cfg = ctx.cfg.decontaminate
     bench = build_benchmark_index(ctx.spark, cfg.benchmarks, expand_path(cfg.benchmarks_dir, ctx.cfg.storage.root),
-                                  cfg.ngram, index_path(cfg.index, ctx.cfg.storage.root))
+                                  cfg.ngram, index_path(cfg.index, ctx.cfg.storage.root),
+                                  ctx.cfg.storage.storage_options)
     ctx.count("checked_benchmarks", len(bench.checked))
     for name, k in bench.ngram_counts.items():
         ctx.count(f"benchmark_ngrams_{name}", k)
@@ -228,7 +229,8 @@ def cli_main(argv: Optional[list[str]] = None) -> int:
     t0 = time.monotonic()
     index = dcfg.index if args.index is None else (None if args.index == "none" else args.index)
     try:
-        bench = build_benchmark_index(spark, dcfg.benchmarks, bdir, args.ngram, index_path(index, "."))
+        bench = build_benchmark_index(spark, dcfg.benchmarks, bdir, args.ngram, index_path(index, "."),
+                                      dict(storage.storage_options))
     except (BenchmarkMissing, ValueError) as e:
         print(f"error: {e}", file=sys.stderr)
         return 2

@@ -228,12 +228,34 @@ QUESTION = ("a train leaves the station at noon travelling at sixty miles per ho
             "two hundred miles away so when does it arrive")
 
 
-def test_nr_decontaminate_reads_parquet_and_benchmarks_from_s3_and_writes_to_s3(spark_s3, s3, tmp_path):
+def test_the_benchmark_index_and_raw_benchmarks_read_from_s3_as_from_disk(s3, tmp_path):
+    from jobs import benchmark_index as bi
+
+    fs.upload(bi.BUILTIN_INDEX, s3.uri("index"), s3.options)
+    local, remote = bi.read(bi.BUILTIN_INDEX), bi.read(s3.uri("index"), s3.options)
+    assert remote.manifest == local.manifest and remote.ngrams.equals(local.ngrams)
+    s3.put("bench/mine.jsonl", (json.dumps({"id": "b1", "question": QUESTION}) + "\n").encode())
+    (tmp_path / "mine.jsonl").write_text(json.dumps({"id": "b1", "question": QUESTION}) + "\n")
+    from jobs.common.config import BenchmarkConfig
+
+    mine = BenchmarkConfig(name="mine", format="jsonl", path="{benchmarks_dir}/mine.jsonl",
+                           text_fields=["question"], id_field="id")
+    a, _ = bi.assemble(["math", mine], s3.uri("bench"), 13, s3.uri("index"), s3.options)
+    b, _ = bi.assemble(["math", mine], str(tmp_path), 13, "builtin")
+    assert a.ngrams.equals(b.ngrams) and a.items.equals(b.items)
+    with pytest.raises(fs.BucketNotFound) as e:
+        bi.read("s3://no-such-bucket-nr/index", s3.options)
+    assert_clear(e.value, "s3://no-such-bucket-nr/index/manifest.json", "does not exist")
+
+
+def test_nr_decontaminate_reads_parquet_and_benchmarks_from_s3_and_writes_to_s3(spark_s3, s3, tmp_path, capsys):
+    from jobs import benchmark_index as bi
     from jobs.decontaminate import cli_main
 
+    fs.upload(bi.BUILTIN_INDEX, s3.uri("index"), s3.options)
     s3.put("bench/mine.jsonl", (json.dumps({"id": "b1", "question": QUESTION}) + "\n").encode())
     conf = tmp_path / "b.yaml"
-    conf.write_text("benchmarks: [{name: mine, format: jsonl, path: '{benchmarks_dir}/mine.jsonl', "
+    conf.write_text("benchmarks: [math, {name: mine, format: jsonl, path: '{benchmarks_dir}/mine.jsonl', "
                     "text_fields: [question], id_field: id}]\n")
     items = pa.table({"key": [7, 8], "text": ["Question: " + QUESTION.upper() + "!", "clean words only"]})
     buf = pa.BufferOutputStream()
@@ -241,6 +263,8 @@ def test_nr_decontaminate_reads_parquet_and_benchmarks_from_s3_and_writes_to_s3(
     s3.put("items/part-0.parquet", buf.getvalue().to_pybytes())
     assert cli_main(["--input", s3.uri("items"), "--input-format", "parquet", "--id-col", "key",
                      "--text-col", "text", "--output", s3.uri("out"), "--benchmarks-config", str(conf),
-                     "--benchmarks-dir", s3.uri("bench"), *storage_args(s3)]) == 0
+                     "--benchmarks-dir", s3.uri("bench"), "--index", s3.uri("index"), *storage_args(s3)]) == 0
     rows = read_parquet_s3(s3, "out/contamination").to_pylist()
     assert [(r["item_id"], r["benchmark"], r["benchmark_item_id"]) for r in rows] == [("7", "mine", "b1")]
+    checked = capsys.readouterr().out
+    assert "math (" in checked and "mine (1 items" in checked, checked
