@@ -34,7 +34,9 @@ setup(
         "openai": ["aiohttp>=3.10"],
         "dev": ["pytest>=8", "hypothesis>=6", "datasketch==2.0.0", "aiohttp>=3.10", "scipy>=1.11",
                 # notebooks run top to bottom in CI (tests/test_notebooks.py)
-                "nbclient>=0.10", "nbformat>=5.10", "ipykernel>=6.29"],
+                "nbclient>=0.10", "nbformat>=5.10", "ipykernel>=6.29",
+                # tests/test_s3.py, test_model_staging.py, test_cluster_defs.py: a real S3 (and EMR) API on 127.0.0.1
+                "moto[server]>=5.0", "boto3>=1.34"],
     },
     entry_points={"console_scripts": ["nr=jobs.cli:main"]},
 )

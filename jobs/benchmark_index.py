@@ -99,10 +99,11 @@ def hash_benchmark(texts: pd.DataFrame, n: int) -> tuple[list[str], list[np.ndar
     return ids, [np.unique(ngrams.hash_grams(grams_by_item[i])) for i in ids], [short[i] for i in ids]
 
 
-def build(benchmarks: list[BenchmarkConfig], benchmarks_dir: str, n: int = 13) -> IndexTables:
+def build(benchmarks: list[BenchmarkConfig], benchmarks_dir: str, n: int = 13,
+          options: Optional[dict] = None) -> IndexTables:
     """Load and hash every benchmark (a missing optional one is left out, with a warning)."""
     grams, keys, items, info = [], [], [], {}
-    for b, texts in load_benchmarks(benchmarks, benchmarks_dir):
+    for b, texts in load_benchmarks(benchmarks, benchmarks_dir, options):
         if texts is None:
             log.warning("benchmark %s: not found, left out of the index (it is optional)", b.name)
             continue
@@ -134,32 +135,31 @@ def build(benchmarks: list[BenchmarkConfig], benchmarks_dir: str, n: int = 13) -
     return IndexTables(frame, item_frame, manifest)
 
 
-def write(index: IndexTables, out_dir: str) -> None:
+def write(index: IndexTables, out_dir: str, options: Optional[dict] = None) -> None:
     """Write the index folder (local or s3://). Byte-stable for the same input."""
     import pyarrow as pa
     import pyarrow.parquet as pq
 
-    from jobs.benchmarks import filesystem
+    from udfs import fs as nrfs
 
-    fs, base = filesystem(out_dir)
-    fs.create_dir(base, recursive=True)
+    nrfs.makedirs(out_dir, options)
     for name, df in (("ngrams", index.ngrams), ("items", index.items)):
         table = pa.Table.from_pandas(df, preserve_index=False)
-        pq.write_table(table, f"{base}/{name}.parquet", filesystem=fs, compression="zstd",
-                       row_group_size=1 << 20)
-    with fs.open_output_stream(f"{base}/manifest.json") as f:
-        f.write((json.dumps(index.manifest, indent=1) + "\n").encode())
+        with nrfs.open_output(f"{out_dir.rstrip('/')}/{name}.parquet", options) as f:
+            pq.write_table(table, f, compression="zstd", row_group_size=1 << 20)
+    nrfs.write_text(f"{out_dir.rstrip('/')}/manifest.json", json.dumps(index.manifest, indent=1) + "\n", options)
 
 
-def read(index_dir: str) -> IndexTables:
+def read(index_dir: str, options: Optional[dict] = None) -> IndexTables:
     """Load an index folder; a missing folder or another normalization version is an error."""
     import pyarrow.parquet as pq
 
     from jobs.benchmarks import filesystem
+    from udfs import fs as nrfs
 
     where = "the built-in index" if index_dir == BUILTIN_INDEX else index_dir
     try:
-        manifest = json.loads(read_bytes(f"{index_dir}/manifest.json"))
+        manifest = json.loads(read_bytes(f"{index_dir}/manifest.json", options))
     except BenchmarkMissing:
         raise BenchmarkMissing(
             f"benchmark index {where}: no manifest.json at {index_dir} (build one with "
@@ -168,9 +168,10 @@ def read(index_dir: str) -> IndexTables:
         raise ValueError(f"benchmark index {where}: format {manifest.get('format')}, normalization version "
                          f"{manifest.get('normalization_version')}; this code reads format {FORMAT_VERSION}, "
                          f"normalization {NORMALIZATION_VERSION}: rebuild it with `nr benchmarks build-index`")
-    fs, base = filesystem(index_dir)
-    grams = pq.read_table(f"{base}/ngrams.parquet", filesystem=fs).to_pandas()
-    items = pq.read_table(f"{base}/items.parquet", filesystem=fs).to_pandas()
+    fs, base = filesystem(index_dir, options)
+    with nrfs.access(index_dir, "read index", options):
+        grams = pq.read_table(f"{base}/ngrams.parquet", filesystem=fs).to_pandas()
+        items = pq.read_table(f"{base}/items.parquet", filesystem=fs).to_pandas()
     return IndexTables(grams, items, manifest)
 
 
@@ -249,7 +250,7 @@ def _env_dir() -> Optional[str]:
 
 
 def assemble(benchmarks: Optional[list], benchmarks_dir: str, n: int = 13,
-             index: Optional[str] = "builtin") -> tuple[IndexTables, list[str]]:
+             index: Optional[str] = "builtin", options: Optional[dict] = None) -> tuple[IndexTables, list[str]]:
     """The benchmark side of one decontamination run: the index's benchmarks plus any raw ones.
 
     ``benchmarks`` None = every benchmark in the index (the four built-ins for the shipped
@@ -262,7 +263,7 @@ def assemble(benchmarks: Optional[list], benchmarks_dir: str, n: int = 13,
     from jobs.benchmarks import BUILTIN_BY_NAME
 
     index_dir = resolve_index(index)
-    shipped = read(index_dir) if index_dir else None
+    shipped = read(index_dir, options) if index_dir else None
     if shipped is not None and shipped.n != n:
         log.warning("benchmark index %s holds %d-grams, not %d-grams: benchmarks are read from their files",
                     index_dir, shipped.n, n)
@@ -283,7 +284,7 @@ def assemble(benchmarks: Optional[list], benchmarks_dir: str, n: int = 13,
             raw.append(b)
     parts, skipped = ([shipped.select(from_index)] if from_index else []), []
     if raw:
-        built = build(raw, benchmarks_dir, n)
+        built = build(raw, benchmarks_dir, n, options)
         parts.append(built)
         skipped = [b.name for b in raw if b.name not in built.manifest["benchmarks"]]
     return merge(parts, n), skipped

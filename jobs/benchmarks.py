@@ -24,6 +24,7 @@ import numpy as np
 import pandas as pd
 
 from jobs.common.config import BenchmarkConfig
+from udfs import fs as nrfs
 
 MMLU_STEM = [
     "abstract_algebra", "anatomy", "astronomy", "college_biology", "college_chemistry", "college_computer_science",
@@ -62,65 +63,47 @@ def resolve(benchmarks: Optional[list]) -> list[BenchmarkConfig]:
     return [BUILTIN_BY_NAME[b] if isinstance(b, str) else b for b in benchmarks]
 
 
-def filesystem(path: str):
-    """(pyarrow FileSystem, path within it) for a local path or an ``s3://`` / ``s3a://`` URI."""
-    from pyarrow import fs as pafs
-
-    if path.startswith("s3a://"):
-        path = "s3://" + path[len("s3a://"):]
-    if "://" in path:
-        fs, inner = pafs.FileSystem.from_uri(path)
-        return fs, inner.rstrip("/")
-    return pafs.LocalFileSystem(), os.path.abspath(path)
+# Files are read through the project's filesystem layer (udfs/fs.py): local, s3://, s3a://,
+# dbfs:/, with storage.storage_options (region, endpoint) and errors that name the path.
 
 
-def _kind(path: str):
-    fs, inner = filesystem(path)
-    return fs.get_file_info(inner).type
+def filesystem(path: str, options: Optional[dict] = None):
+    """(pyarrow FileSystem, path within it) for any of our paths."""
+    return nrfs.resolve(path, options)
 
 
-def exists(path: str) -> bool:
-    from pyarrow import fs as pafs
-
-    return _kind(path) != pafs.FileType.NotFound
+def exists(path: str, options: Optional[dict] = None) -> bool:
+    return nrfs.exists(path, options)
 
 
-def is_dir(path: str) -> bool:
-    from pyarrow import fs as pafs
-
-    return _kind(path) == pafs.FileType.Directory
+def is_dir(path: str, options: Optional[dict] = None) -> bool:
+    return nrfs.isdir(path, options)
 
 
-def list_files(folder: str, pattern: str = "*") -> list[str]:
+def list_files(folder: str, pattern: str = "*", options: Optional[dict] = None) -> list[str]:
     """Files directly in ``folder`` whose names match ``pattern``, sorted, as full paths."""
     import fnmatch
 
-    from pyarrow import fs as pafs
-
-    fs, inner = filesystem(folder)
-    infos = fs.get_file_info(pafs.FileSelector(inner, allow_not_found=True))
-    names = sorted(i.base_name for i in infos if i.type == pafs.FileType.File and fnmatch.fnmatch(i.base_name, pattern))
-    return [folder.rstrip("/") + "/" + n for n in names]
+    if not nrfs.exists(folder, options):
+        return []
+    return [p for p, _ in nrfs.list_files(folder, options) if fnmatch.fnmatch(p.rsplit("/", 1)[-1], pattern)]
 
 
-def read_bytes(path: str) -> bytes:
-    """A whole file's bytes (local or S3); a missing file is ``BenchmarkMissing`` naming it."""
-    fs, inner = filesystem(path)
+def read_bytes(path: str, options: Optional[dict] = None) -> bytes:
+    """A whole file's bytes; a missing file is ``BenchmarkMissing`` naming it (a missing bucket
+    or denied access is the filesystem layer's own error, which names the path too)."""
     try:
-        with fs.open_input_file(inner) as f:
-            return f.read()
-    except FileNotFoundError:
-        raise BenchmarkMissing(f"{path} not found") from None
-    except OSError as e:
-        if "not found" in str(e).lower() or "no such" in str(e).lower():
-            raise BenchmarkMissing(f"{path} not found") from None
+        return nrfs.read_bytes(path, options)
+    except nrfs.BucketNotFound:
         raise
+    except nrfs.PathNotFound:
+        raise BenchmarkMissing(f"{path} not found") from None
 
 
-def _read_file(path: str, fmt: str) -> tuple[pd.DataFrame, bytes]:
+def _read_file(path: str, fmt: str, options: Optional[dict] = None) -> tuple[pd.DataFrame, bytes]:
     import io
 
-    data = read_bytes(path)
+    data = read_bytes(path, options)
     if fmt == "csv":
         return pd.read_csv(io.BytesIO(data), dtype=str, keep_default_na=False), data
     if fmt == "parquet":
@@ -146,7 +129,8 @@ def _source(path: str, benchmarks_dir: str, data: bytes) -> dict:
     return {"path": rel, "bytes": len(data), "sha256": hashlib.sha256(data).hexdigest()}
 
 
-def _frames(b: BenchmarkConfig, benchmarks_dir: str) -> list[tuple[str, pd.DataFrame, dict]]:
+def _frames(b: BenchmarkConfig, benchmarks_dir: str, options: Optional[dict] = None
+            ) -> list[tuple[str, pd.DataFrame, dict]]:
     """(id prefix, frame, source) triples: one per file, or per subject when the path (or, for
     ``hf``, the configuration name) has ``{subject}``."""
     if b.format == "hf":
@@ -164,33 +148,33 @@ def _frames(b: BenchmarkConfig, benchmarks_dir: str) -> list[tuple[str, pd.DataF
         if not b.subset_values:
             raise ValueError(f"benchmark {b.name}: a path with {{subject}} needs subset_values")
         paths = [(s, template.replace("{subject}", s)) for s in b.subset_values]
-    elif is_dir(template):
-        paths = [("", p) for p in list_files(template, f"*.{b.format}")]
+    elif is_dir(template, options):
+        paths = [("", p) for p in list_files(template, f"*.{b.format}", options)]
     elif any(ch in template for ch in "*?["):
         folder, _, pattern = template.rpartition("/")
-        paths = [("", p) for p in list_files(folder or ".", pattern)]
+        paths = [("", p) for p in list_files(folder or ".", pattern, options)]
     else:
         paths = [("", template)]
-    absent = [p for _, p in paths if not exists(p)]
+    absent = [p for _, p in paths if not exists(p, options)]
     if not paths or absent:
         hint = "" if benchmarks_dir else " (decontaminate.benchmarks_dir / NR_BENCHMARKS_DIR is not set)"
         raise BenchmarkMissing(f"benchmark {b.name}: {', '.join(absent) or template + ' (no files)'} not found "
                                f"(benchmarks_dir={benchmarks_dir!r}){hint}")
     out = []
     for s, p in paths:
-        df, data = _read_file(p, b.format)
+        df, data = _read_file(p, b.format, options)
         out.append((s, df, _source(p, benchmarks_dir, data)))
     return out
 
 
-def load_benchmark(b: BenchmarkConfig, benchmarks_dir: str) -> pd.DataFrame:
+def load_benchmark(b: BenchmarkConfig, benchmarks_dir: str, options: Optional[dict] = None) -> pd.DataFrame:
     """(benchmark, benchmark_item_id, text) with one row per (item, non-empty text field).
 
     ``attrs["sources"]`` lists every file read, with its size and sha256 (the index manifest).
     """
     by_subject = "{subject}" in b.path or "{subject}" in (b.hf_config or "")
     rows, sources = [], []
-    for prefix, df, source in _frames(b, benchmarks_dir):
+    for prefix, df, source in _frames(b, benchmarks_dir, options):
         sources.append(source)
         if b.subset_field and b.subset_values and not by_subject:
             if b.subset_field not in df.columns:
@@ -213,12 +197,12 @@ def load_benchmark(b: BenchmarkConfig, benchmarks_dir: str) -> pd.DataFrame:
     return out
 
 
-def load_benchmarks(benchmarks: list[BenchmarkConfig], benchmarks_dir: str
+def load_benchmarks(benchmarks: list[BenchmarkConfig], benchmarks_dir: str, options: Optional[dict] = None
                     ) -> Iterator[tuple[BenchmarkConfig, Optional[pd.DataFrame]]]:
     """Each configured benchmark's texts; a missing optional benchmark comes back as None."""
     for b in benchmarks:
         try:
-            yield b, load_benchmark(b, benchmarks_dir)
+            yield b, load_benchmark(b, benchmarks_dir, options)
         except BenchmarkMissing:
             if not b.optional:
                 raise

@@ -10,6 +10,7 @@
     nr benchmarks build-index --output DIR [--benchmarks-dir DIR | --benchmarks-config F]
     nr benchmarks show [--index DIR]
     nr fetch-model [--cache-dir DIR]
+    nr submit emr --cluster-id j-XXXX --config conf/emr.yaml [--stages a,b] [--set ...] [--dry-run]
     nr stages
 """
 from __future__ import annotations
@@ -30,6 +31,7 @@ COMMANDS = {
     "decontaminate": "jobs.decontaminate:cli_main",
     "benchmarks": "jobs.benchmark_index:cli_main",
     "fetch-model": "udfs.llm.models:main",
+    "submit": "jobs.submit:main",
 }
 
 

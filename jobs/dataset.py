@@ -76,16 +76,21 @@ def build_dataset(ctx: StageContext) -> DataFrame:
 
 def export(ctx: StageContext, df: DataFrame) -> str:
     target = ctx.cfg.expand(ctx.cfg.dataset.export_dir)
-    from jobs.common.storage import spark_uri
+    from jobs.common.storage import spark_handles, spark_uri, write_task_files
 
-    target_uri = spark_uri(target, ctx.cfg.storage.spark_s3_scheme)
-    ordered = df.orderBy("question_id")
+    scfg = ctx.cfg.storage
+    ordered = df.orderBy("question_id").coalesce(max(1, ctx.spark.sparkContext.defaultParallelism // 2))
     for fmt in ctx.cfg.dataset.formats:
-        writer = ordered.coalesce(max(1, ctx.spark.sparkContext.defaultParallelism // 2)).write.mode("overwrite")
+        folder = f"{target}/{fmt}"
+        if not spark_handles(ctx.spark, target, scfg):
+            # This Spark cannot reach the storage (local pyspark, s3://): the tasks write the files.
+            write_task_files(ctx.spark, ordered, folder, fmt, scfg)
+            continue
+        writer = ordered.write.mode("overwrite")
         if fmt == "jsonl":
-            writer.option("ignoreNullFields", "false").json(f"{target_uri}/jsonl")
+            writer.option("ignoreNullFields", "false").json(spark_uri(folder, scfg.spark_s3_scheme))
         else:
-            writer.parquet(f"{target_uri}/parquet")
+            writer.parquet(spark_uri(folder, scfg.spark_s3_scheme))
     return target
 
 

@@ -72,14 +72,14 @@ class BenchmarkIndex:
 
 
 def build_benchmark_index(spark: SparkSession, benchmarks: Optional[list], benchmarks_dir: str, n: int = 13,
-                          index: Optional[str] = None) -> BenchmarkIndex:
+                          index: Optional[str] = None, options: Optional[dict] = None) -> BenchmarkIndex:
     """The broadcast side: the hashed index's benchmarks (no text read) plus raw ones, hashed here.
 
     ``index`` None reads every benchmark from its files (normalize, then split: lm-eval's
     rule); ``"builtin"`` or an index folder takes the benchmarks it holds from it
     (``jobs.benchmark_index.assemble``). Both give the same hashes, so the same flags.
     """
-    tables, fields = _assemble(benchmarks, benchmarks_dir, n, index)
+    tables, fields = _assemble(benchmarks, benchmarks_dir, n, index, options)
     return BenchmarkIndex(
         ngrams=spark.createDataFrame(tables.ngrams.rename(columns={"ngram_hash": "_ngram_hash", "item": "_bench_key"}),
                                      benchmark_index.NGRAM_SCHEMA),
@@ -89,9 +89,10 @@ def build_benchmark_index(spark: SparkSession, benchmarks: Optional[list], bench
     )
 
 
-def _assemble(benchmarks: Optional[list], benchmarks_dir: str, n: int, index: Optional[str]):
+def _assemble(benchmarks: Optional[list], benchmarks_dir: str, n: int, index: Optional[str],
+              options: Optional[dict] = None):
     """The index tables and the ``BenchmarkIndex`` fields that do not need Spark."""
-    tables, skipped = benchmark_index.assemble(benchmarks, benchmarks_dir, n, index)
+    tables, skipped = benchmark_index.assemble(benchmarks, benchmarks_dir, n, index, options)
     for name in skipped:
         log.warning("benchmark %s: not found, skipped (it is optional)", name)
     info = tables.manifest["benchmarks"]
@@ -194,7 +195,8 @@ def run(ctx: StageContext) -> None:
         return
     cfg = ctx.cfg.decontaminate
     bench = build_benchmark_index(ctx.spark, cfg.benchmarks, expand_path(cfg.benchmarks_dir, ctx.cfg.storage.root),
-                                  cfg.ngram, index_path(cfg.index, ctx.cfg.storage.root))
+                                  cfg.ngram, index_path(cfg.index, ctx.cfg.storage.root),
+                                  ctx.cfg.storage.storage_options)
     ctx.count("checked_benchmarks", len(bench.checked))
     for name, k in bench.ngram_counts.items():
         ctx.count(f"benchmark_ngrams_{name}", k)
@@ -263,17 +265,22 @@ def cli_main(argv: Optional[list[str]] = None) -> int:
     p.add_argument("--tokenize", choices=list(ngrams.TOKENIZATIONS), default=None,
                    help="item side; split_first reproduces lm-eval's Janitor.clean (default normalize_first)")
     p.add_argument("--master", default=None, help="local Spark master (default local[<cores>])")
+    from jobs.dedup import add_storage_args, read_any, storage_from_args
+
     add_engine_args(p, 200_000)
+    add_storage_args(p)
     args = p.parse_args(argv)
     from jobs.common.config import SparkConfig
     from jobs.common.spark import get_spark
-    from jobs.dedup import NotInProcess, input_in_process, read_any, refuse_in_process, write_in_process
+    from jobs.common.storage import read_files, write_parquet
+    from jobs.dedup import NotInProcess, input_in_process, refuse_in_process, write_in_process
     from jobs.pipeline import setup_logging
 
     setup_logging("INFO")
     try:
         dcfg = _cli_config(args.benchmarks_config, args.ngram, args.tokenize)
-    except ConfigError as e:
+        storage = storage_from_args(args)
+    except (ConfigError, ValueError) as e:
         print(f"error: {e}", file=sys.stderr)
         return 2
     bdir = expand_path(args.benchmarks_dir or dcfg.benchmarks_dir, ".")
@@ -283,7 +290,8 @@ def cli_main(argv: Optional[list[str]] = None) -> int:
         t0 = time.monotonic()
         try:
             table = input_in_process(args, [args.id_col, *args.text_col])
-            tables, fields = _assemble(dcfg.benchmarks, bdir, args.ngram, index_path(index, "."))
+            tables, fields = _assemble(dcfg.benchmarks, bdir, args.ngram, index_path(index, "."),
+                                       dict(storage.storage_options))
             bench = BenchmarkIndex(ngrams=None, items=None, **fields)  # type: ignore[arg-type]
             cont = find_contamination_in_process(table, args.id_col, args.text_col, bench, tables.items, args.ngram,
                                                  dcfg.min_matches, dcfg.tokenize)
@@ -302,21 +310,22 @@ def cli_main(argv: Optional[list[str]] = None) -> int:
             print(f"error: {e}", file=sys.stderr)
             return 2
     spark = get_spark(SparkConfig(master=args.master))
-    df = read_any(spark, args.input, args.input_format)
+    df = read_any(spark, args.input, args.input_format, storage)
     missing = [c for c in [args.id_col, *args.text_col] if c not in df.columns]
     if missing:
         print(f"error: columns {missing} not in {args.input}; columns: {sorted(df.columns)}", file=sys.stderr)
         return 2
     t0 = time.monotonic()
     try:
-        bench = build_benchmark_index(spark, dcfg.benchmarks, bdir, args.ngram, index_path(index, "."))
+        bench = build_benchmark_index(spark, dcfg.benchmarks, bdir, args.ngram, index_path(index, "."),
+                                      dict(storage.storage_options))
     except (BenchmarkMissing, ValueError) as e:
         print(f"error: {e}", file=sys.stderr)
         return 2
     cont = find_contamination(df, args.id_col, args.text_col, bench, args.ngram, dcfg.min_matches,
                               dcfg.tokenize)
-    cont.write.mode("overwrite").parquet(f"{out}/contamination")
-    written = spark.read.parquet(f"{out}/contamination")
+    write_parquet(spark, cont, f"{out}/contamination", storage)
+    written = read_files(spark, f"{out}/contamination", "parquet", storage)
     total = df.count()
     flagged = written.select("item_id").distinct().count()
     _print_report(bench, total, flagged, contaminated_per_benchmark(written, bench), dcfg, args.ngram, out,

@@ -680,18 +680,47 @@ def run_question_dedup(ctx) -> None:
 # --------------------------------------------------------------------------- entry points
 
 
-def read_any(spark: SparkSession, path: str, fmt: str) -> DataFrame:
-    """A table from a path: jsonl, parquet or delta (native or through the bridge)."""
-    if fmt == "jsonl":
-        return spark.read.json(path)
-    if fmt == "parquet":
-        return spark.read.parquet(path)
-    if fmt == "delta":
-        from jobs.common.config import StorageConfig
-        from jobs.common.storage import make_backend
+def read_any(spark: SparkSession, path: str, fmt: str, storage=None) -> DataFrame:
+    """A table from a path (local, s3://, dbfs:/): jsonl, parquet or delta (native or through the bridge)."""
+    from jobs.common.config import StorageConfig
+    from jobs.common.storage import make_backend, read_files
 
-        return make_backend(spark, StorageConfig(root="/")).read(path)
+    storage = storage or StorageConfig(root="/")
+    if fmt in ("jsonl", "parquet"):
+        return read_files(spark, path, fmt, storage)
+    if fmt == "delta":
+        return make_backend(spark, storage).read(path)
     raise ValueError(f"unknown input format {fmt!r}: jsonl, parquet or delta")
+
+
+def add_storage_args(p: argparse.ArgumentParser) -> None:
+    p.add_argument("--storage-option", action="append", default=[], metavar="KEY=VALUE",
+                   help="storage option for s3:// paths, as in storage.storage_options (AWS_REGION, "
+                        "AWS_ENDPOINT_URL, ...); credentials come from the environment")
+
+
+def storage_from_args(args) -> "StorageConfig":
+    from jobs.common.config import StorageConfig
+
+    opts = {}
+    for kv in args.storage_option:
+        if "=" not in kv:
+            raise ValueError(f"--storage-option {kv!r}: expected KEY=VALUE")
+        k, v = kv.split("=", 1)
+        opts[k.strip()] = v
+    return StorageConfig(root="/", storage_options=opts)
+
+
+def local_checkpoints(out: str) -> str:
+    """Checkpoints beside the output, or in a temporary folder when the output is on an object
+    store (a local Spark cannot write there; its checkpoints are scratch anyway)."""
+    from udfs import fs
+
+    if fs.is_remote(out):
+        import tempfile
+
+        return tempfile.mkdtemp(prefix="nr-checkpoints-")
+    return f"{out}/_checkpoints"
 
 
 def cli_main(argv: list[str]) -> int:
@@ -713,9 +742,12 @@ def cli_main(argv: list[str]) -> int:
     p.add_argument("--max-bucket-size", type=int, default=DedupConfig.model_fields["max_bucket_size"].default)
     p.add_argument("--master", default=None, help="Spark master for a local run (default local[<cores>])")
     add_engine_args(p, 50_000)
+    add_storage_args(p)
     args = p.parse_args(argv)
 
     from pydantic import ValidationError
+
+    from jobs.common.storage import write_parquet
 
     from jobs.common.config import SparkConfig
     from jobs.common.spark import get_spark
@@ -730,6 +762,11 @@ def cli_main(argv: list[str]) -> int:
         problems = "; ".join(f"--{'-'.join(map(str, err['loc'])).replace('_', '-')}: {err['msg']}"
                              if err["loc"] else err["msg"] for err in e.errors())
         print(f"error: {problems}", file=sys.stderr)
+        return 2
+    try:
+        storage = storage_from_args(args)
+    except (ValidationError, ValueError) as e:
+        print(f"error: {e}", file=sys.stderr)
         return 2
     out = args.output.rstrip("/")
     if args.engine != "spark":
@@ -748,8 +785,8 @@ def cli_main(argv: list[str]) -> int:
         except ValueError as e:
             print(f"error: {e}", file=sys.stderr)
             return 2
-    spark = get_spark(SparkConfig(master=args.master), checkpoint_dir=f"{out}/_checkpoints")
-    df = read_any(spark, args.input, args.input_format)
+    spark = get_spark(SparkConfig(master=args.master), checkpoint_dir=local_checkpoints(out))
+    df = read_any(spark, args.input, args.input_format, storage)
     missing = [c for c in (args.id_col, args.text_col, args.score_col) if c and c not in df.columns]
     if missing:
         print(f"error: {args.input} has no column {', '.join(missing)}; columns: {', '.join(sorted(df.columns))}",
@@ -761,8 +798,8 @@ def cli_main(argv: list[str]) -> int:
     except ValueError as e:
         print(f"error: {e}", file=sys.stderr)
         return 2
-    clusters.write.mode("overwrite").parquet(f"{out}/clusters")
-    pairs.write.mode("overwrite").parquet(f"{out}/pairs")
+    write_parquet(spark, clusters, f"{out}/clusters", storage)
+    write_parquet(spark, pairs, f"{out}/pairs", storage)
     clusters.unpersist()
     pairs.unpersist()
     _print_summary(stats, out, time.monotonic() - t0, "Spark")

@@ -327,6 +327,10 @@ def candidate_probability(s, bands: int, rows: int):
     return 1.0 - (1.0 - np.power(s, rows)) ** bands
 
 
+# NumPy 2.0 renamed trapz to trapezoid; EMR 7 ships NumPy 1.26, which has only trapz.
+_trapezoid = getattr(np, "trapezoid", None) or np.trapz
+
+
 def optimal_param(threshold: float, num_perm: int, false_positive_weight: float = 0.1,
                   false_negative_weight: float = 0.9) -> tuple[int, int]:
     """``(bands, rows)`` with ``bands * rows <= num_perm`` minimising
@@ -352,8 +356,8 @@ def optimal_param(threshold: float, num_perm: int, false_positive_weight: float 
     best, best_err = (1, 1), np.inf
     for b in range(1, num_perm + 1):
         r = np.arange(1, num_perm // b + 1, dtype=np.float64)[:, None]
-        fp = np.trapezoid(1.0 - (1.0 - lo[None, :] ** r) ** b, lo, axis=1)
-        fn = np.trapezoid((1.0 - hi[None, :] ** r) ** b, hi, axis=1)
+        fp = _trapezoid(1.0 - (1.0 - lo[None, :] ** r) ** b, lo, axis=1)
+        fn = _trapezoid((1.0 - hi[None, :] ** r) ** b, hi, axis=1)
         err = false_positive_weight * fp + false_negative_weight * fn
         i = int(np.argmin(err))
         if err[i] < best_err - 1e-12:

@@ -51,6 +51,32 @@ class StorageConfig(_Model):
     )
     commit_retries: int = Field(5, ge=0)
     spark_s3_scheme: str = Field("s3a", description="scheme Spark uses for s3:// paths (s3a on OSS Spark, s3 on EMR)")
+    io: Literal["auto", "spark", "arrow"] = Field(
+        "auto", description="who moves Parquet/JSONL bytes of tables and exports: Spark's readers and writers, or "
+        "our tasks through pyarrow's filesystems (udfs/fs.py); auto = Spark where its Hadoop has a filesystem "
+        "for the path's scheme (EMR, Databricks), ours otherwise (local pyspark on s3://)")
+
+    @field_validator("storage_options", mode="before")
+    @classmethod
+    def _scalars_as_strings(cls, v):
+        # YAML reads `AWS_ALLOW_HTTP: true` as a bool; delta-rs and pyarrow want the string.
+        if isinstance(v, dict):
+            return {k: (str(x).lower() if isinstance(x, bool) else str(x) if isinstance(x, (int, float)) else x)
+                    for k, x in v.items()}
+        return v
+
+    @field_validator("storage_options")
+    @classmethod
+    def _no_secrets(cls, v: dict[str, str]) -> dict[str, str]:
+        def secret(k: str) -> bool:
+            name = k.lower().removeprefix("aws_")
+            return "secret" in name or "password" in name or name in ("session_token", "token", "account_key")
+
+        bad = sorted(k for k in v if secret(k))
+        if bad:
+            raise ValueError(f"{bad}: secrets do not belong in a config file; set them in the environment "
+                             "(AWS_SECRET_ACCESS_KEY, AWS_SESSION_TOKEN) or use the instance role")
+        return v
 
     @field_validator("root")
     @classmethod
@@ -458,17 +484,28 @@ def validate_config(data: dict, source: str) -> PipelineConfig:
         raise ConfigError("invalid configuration:\n  " + "\n  ".join(lines)) from None
 
 
+def _read_config_file(path: str) -> str:
+    """A config file's text: a local path, or s3:// / dbfs:/ (a cluster step's config on S3)
+    through the filesystem layer, with region and endpoint from the environment."""
+    from udfs import fs
+
+    try:
+        return fs.read_text(path)
+    except FileNotFoundError:
+        raise ConfigError(f"{path}: config file not found") from None
+    except OSError as e:
+        raise ConfigError(f"{path}: config file could not be read: {e}") from None
+
+
 def load_config(path: Optional[str | Path] = None, overrides: Optional[list[str]] = None) -> PipelineConfig:
     """Load ``path`` (None = code defaults only), apply ``--set`` overrides, validate."""
     data: dict = {}
     source = "<defaults>"
     if path is not None:
-        p = Path(path)
+        p = Path(path) if "://" not in str(path) and not str(path).startswith("dbfs:") else str(path)
         source = str(p)
-        if not p.exists():
-            raise ConfigError(f"{p}: config file not found")
         try:
-            loaded = yaml.safe_load(p.read_text()) or {}
+            loaded = yaml.safe_load(_read_config_file(str(path))) or {}
         except yaml.YAMLError as e:
             raise ConfigError(f"{p}: not valid YAML: {e}") from None
         if not isinstance(loaded, dict):
@@ -477,5 +514,7 @@ def load_config(path: Optional[str | Path] = None, overrides: Optional[list[str]
     for a in overrides or []:
         _apply_override(data, a)
     if overrides:
-        source += " (with --set " + ", ".join(overrides) + ")"
+        shown = [a.split("=", 1)[0] + "=***" if any(w in a.split("=", 1)[0].lower() for w in ("secret", "token", "password"))
+                 else a for a in overrides]  # an error message must never carry a secret
+        source += " (with --set " + ", ".join(shown) + ")"
     return validate_config(data, source)

@@ -88,6 +88,7 @@ def generate(
     messages_col: str = "messages",
     overrides_col: Optional[str] = None,
     cache_dir: Optional[str] = None,
+    storage_options: Optional[dict] = None,
 ) -> DataFrame:
     """keys (+ prompt_name/prompt_hash when present) + sample_idx, model, text, token counts,
     finish_reason, first_token_logprobs, error: one row per (key, sample)."""
@@ -97,6 +98,8 @@ def generate(
     passthrough = [c for c in ("prompt_name", "prompt_hash") if c in df.columns]
     cols = list(key_cols) + passthrough + [messages_col] + ([overrides_col] if overrides_col else [])
     model_cfg = engine_config(model, cache_dir)
+    if storage_options:  # region/endpoint for a model staged from S3 (udfs.staging); never secrets
+        model_cfg["storage_options"] = dict(storage_options)
     fn = functools.partial(
         generate_batches, model_cfg=model_cfg, sampling=sampling.model_dump(mode="json"), key_cols=list(key_cols),
         messages_col=messages_col, overrides_col=overrides_col, passthrough=passthrough,

@@ -41,6 +41,7 @@ def generate_rows(
         model=model_config(ctx.cfg, model_name),
         sampling=sampling,
         cache_dir=ctx.cfg.llm.cache_dir,
+        storage_options=ctx.cfg.storage.storage_options,
     )
 
 

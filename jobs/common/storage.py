@@ -24,6 +24,7 @@ from pyspark.sql import DataFrame, SparkSession
 
 from jobs.common.config import StorageConfig
 from jobs.common.spark import has_delta_extension
+from udfs import fs as nrfs
 
 log = logging.getLogger(__name__)
 
@@ -108,6 +109,143 @@ def spark_uri(path: str, s3_scheme: str = "s3a") -> str:
 
 def _is_local(uri: str) -> bool:
     return "://" not in uri or uri.startswith("file://")
+
+
+# --------------------------------------------------------------------------- who moves the bytes
+
+
+def spark_handles(spark: SparkSession, path: str, cfg: StorageConfig) -> bool:
+    """Whether Spark's own readers and writers can reach ``path``; if not, our tasks move the
+    bytes through ``udfs.fs`` (pyarrow's filesystems, with ``storage_options``).
+
+    ``storage.io=auto`` asks Hadoop for a filesystem class for the path's scheme: EMR and
+    Databricks have one for s3/s3a, a local pyspark has none (no hadoop-aws jars), and there the
+    bridge, exports and the standalone tools still work on S3.
+    """
+    if cfg.io != "auto":
+        return cfg.io == "spark"
+    if not nrfs.is_remote(path):
+        return True
+    scheme = spark_uri(nrfs.s3_uri(path), cfg.spark_s3_scheme).split("://", 1)[0]
+    return _hadoop_has_scheme(spark, scheme)
+
+
+def _hadoop_has_scheme(spark: SparkSession, scheme: str) -> bool:
+    sc = getattr(spark, "sparkContext", None)
+    try:
+        jsc = sc._jsc if sc is not None else None
+    except Exception:  # Spark Connect: no JVM here; the cluster behind it reads its own storage
+        return True
+    if jsc is None:
+        return True
+    try:
+        sc._jvm.org.apache.hadoop.fs.FileSystem.getFileSystemClass(scheme, jsc.hadoopConfiguration())
+        return True
+    except Exception:  # ClassNotFound (no hadoop-aws) or UnsupportedFileSystemException
+        return False
+
+
+def write_task_files(spark: SparkSession, df: DataFrame, folder: str, fmt: str, cfg: StorageConfig) -> int:
+    """``df`` as one file per partition under ``folder`` (``parquet`` or ``jsonl``), written by the
+    tasks through ``udfs.fs``. Returns the rows written.
+
+    File names are fixed by partition, so a retried task overwrites its own file; the folder is
+    emptied first, as Spark's ``mode("overwrite")`` does.
+    """
+    import functools
+
+    body = {"parquet": nrfs.write_parquet_task, "jsonl": nrfs.write_jsonl_task}[fmt]
+    opts = dict(cfg.storage_options)
+    nrfs.require_bucket(folder, opts)  # on the driver: a clear error before any task starts
+    nrfs.delete_dir(folder, opts)
+    written = df.mapInArrow(functools.partial(body, folder=folder, options=opts), "path string, rows long")
+    return int(sum(r["rows"] for r in written.collect()))  # one small row per partition
+
+
+def write_parquet(spark: SparkSession, df: DataFrame, folder: str, cfg: StorageConfig, mode: str = "overwrite") -> None:
+    """Parquet files of ``df`` in ``folder``: Spark's writer where Spark reaches the path, else ours."""
+    if spark_handles(spark, folder, cfg):
+        df.write.mode(mode).parquet(spark_uri(folder, cfg.spark_s3_scheme))
+        return
+    if mode == "errorifexists" and nrfs.exists(folder, dict(cfg.storage_options)):
+        raise StorageError(f"{folder}: already exists")
+    write_task_files(spark, df, folder, "parquet", cfg)
+
+
+def read_parquet_files(spark: SparkSession, uris: Sequence[str], schema: pa.Schema, cfg: StorageConfig,
+                       base: Optional[str] = None) -> DataFrame:
+    """Parquet files as a DataFrame with ``schema``'s columns: Spark's reader where Spark reaches
+    them, else tasks reading them through ``udfs.fs`` (no Hive-partitioned tables there)."""
+    import functools
+
+    from pyspark.sql.pandas.types import from_arrow_schema
+
+    spark_schema = from_arrow_schema(schema)
+    if not uris:
+        return spark.createDataFrame([], spark_schema)
+    if spark_handles(spark, uris[0], cfg):
+        reader = spark.read.schema(spark_schema)
+        if base:
+            # Hive-style folders carry the partition values; basePath lets Spark put them back.
+            reader = reader.option("basePath", spark_uri(base, cfg.spark_s3_scheme))
+        return reader.parquet(*[spark_uri(u, cfg.spark_s3_scheme) for u in uris]).select(
+            *[f"`{n}`" for n in schema.names])
+    if base:
+        raise UnsupportedTableError(
+            f"{base}: a partitioned table on storage this Spark cannot reach itself; read it on a cluster "
+            "whose Spark has the storage's filesystem (hadoop-aws on OSS Spark)")
+    from pyspark.sql.pandas.types import to_arrow_schema
+
+    paths = spark.createDataFrame([(u,) for u in uris], "path string")
+    paths = paths.repartition(max(1, min(len(uris), spark.sparkContext.defaultParallelism * 4)))
+    # The tasks hand Spark the Arrow types Spark itself uses (no large or view types, UTC micros).
+    out = to_arrow_schema(spark_schema)
+    body = functools.partial(nrfs.read_parquet_task, schema_bytes=out.serialize().to_pybytes(),
+                             options=dict(cfg.storage_options))
+    return paths.mapInArrow(body, spark_schema)
+
+
+def read_files(spark: SparkSession, path: str, fmt: str, cfg: StorageConfig) -> DataFrame:
+    """A JSONL or Parquet file or folder as a DataFrame, wherever it lies (the standalone tools' input).
+
+    Spark reads it where it reaches the storage. Otherwise Parquet files are read by tasks
+    through ``udfs.fs``, and JSONL (whose schema Spark infers) is first copied to the driver's
+    disk -- which only a local master's executors share, so a cluster that cannot reach the
+    storage is an error that says so.
+    """
+    if spark_handles(spark, path, cfg):
+        target = spark_uri(path, cfg.spark_s3_scheme)
+        return spark.read.json(target) if fmt == "jsonl" else spark.read.parquet(target)
+    opts = dict(cfg.storage_options)
+    if nrfs.isdir(path, opts):
+        ext = (".json", ".jsonl") if fmt == "jsonl" else (".parquet",)
+        files = [p for p, _ in nrfs.list_files(path, opts, recursive=True)
+                 if p.endswith(ext) and not p.rsplit("/", 1)[-1].startswith(("_", "."))]
+    elif nrfs.isfile(path, opts):
+        files = [path]
+    else:
+        raise nrfs.translate(FileNotFoundError(path), path, "read", opts)
+    if not files:
+        raise StorageError(f"{path}: no {fmt} files in this folder")
+    if fmt == "parquet":
+        with nrfs.open_input(files[0], opts) as f:
+            schema = _strip_metadata(pq.read_schema(f))
+        return read_parquet_files(spark, files, schema, cfg)
+    from jobs.common.spark import is_local
+
+    if not is_local(spark):
+        raise StorageError(f"{path}: this cluster's Spark has no filesystem for it (hadoop-aws on OSS Spark); "
+                           "install it, or convert the input to Parquet")
+    import atexit
+    import shutil
+    import tempfile
+
+    local = tempfile.mkdtemp(prefix="nr-input-")
+    atexit.register(shutil.rmtree, local, True)  # Spark reads lazily: keep the copy for the session
+    for i, f in enumerate(files):
+        nrfs.download(f, os.path.join(local, f"{i:05d}.json"), opts)
+    log.info("%s: %d JSONL file(s) copied to %s for local Spark", path, len(files), local)
+    return spark.read.json(local)
 
 
 # --------------------------------------------------------------------------- backends
@@ -376,12 +514,15 @@ class BridgeDelta(DeltaBackend):
     def _table(self, path: str, version: Optional[int] = None):
         from deltalake import DeltaTable
 
+        nrfs.require_bucket(delta_uri(path), self._options())
+
         dt = DeltaTable(delta_uri(path), storage_options=self._options() or None, version=version)
         return dt
 
     def exists(self, path: str) -> bool:
         from deltalake import DeltaTable
 
+        nrfs.require_bucket(delta_uri(path), self._options())
         return DeltaTable.is_deltatable(delta_uri(path), storage_options=self._options() or None)
 
     def version(self, path: str) -> Optional[int]:
@@ -410,28 +551,18 @@ class BridgeDelta(DeltaBackend):
         dt = self._table(path, version)
         self._refuse_unsupported(path, dt)
         arrow_schema = pa.schema(dt.schema().to_arrow())
-        from pyspark.sql.pandas.types import from_arrow_schema
-
-        spark_schema = from_arrow_schema(arrow_schema)
-        uris = [spark_uri(u, self.cfg.spark_s3_scheme) for u in dt.file_uris()]
-        if not uris:
-            return self.spark.createDataFrame([], spark_schema)
-        partition_cols = dt.metadata().partition_columns
-        reader = self.spark.read.schema(spark_schema)
-        if partition_cols:
-            # Hive-style folders carry the partition values; basePath lets Spark put them back.
-            reader = reader.option("basePath", spark_uri(dt.table_uri, self.cfg.spark_s3_scheme))
-        return reader.parquet(*uris).select(*[f"`{n}`" for n in arrow_schema.names])
+        base = dt.table_uri if dt.metadata().partition_columns else None
+        return read_parquet_files(self.spark, dt.file_uris(), arrow_schema, self.cfg, base)
 
     # ---- writing
 
     def _stage(self, path: str, df: DataFrame) -> _Staged:
         table_uri = delta_uri(path)
         folder = f"part-{uuid.uuid4().hex}"
-        target = spark_uri(table_uri.rstrip("/") + "/" + folder, self.cfg.spark_s3_scheme)
-        df.write.mode("errorifexists").parquet(target)
+        write_parquet(self.spark, df, table_uri.rstrip("/") + "/" + folder, self.cfg, mode="errorifexists")
         fs, base = _filesystem(table_uri, self._options())
-        infos = fs.get_file_info(_selector(base + "/" + folder))
+        with nrfs.access(f"{path}/{folder}", "list staged files", self._options()):
+            infos = fs.get_file_info(_selector(base + "/" + folder))
         actions = []
         schema = None
         rows = 0
@@ -442,7 +573,8 @@ class BridgeDelta(DeltaBackend):
             if not fname.endswith(".parquet") or fname.startswith((".", "_")):
                 fs.delete_file(info.path)  # _SUCCESS, .crc: not part of the table
                 continue
-            meta = pq.ParquetFile(fs.open_input_file(info.path)).metadata
+            with nrfs.access(f"{path}/{folder}/{fname}", "read footer", self._options()):
+                meta = pq.ParquetFile(fs.open_input_file(info.path)).metadata
             schema = schema or meta.schema.to_arrow_schema()
             rows += meta.num_rows
             actions.append(_add_action(f"{folder}/{fname}", info.size, meta, schema))
@@ -454,9 +586,8 @@ class BridgeDelta(DeltaBackend):
         return _Staged(folder, actions, schema, rows)
 
     def _discard(self, path: str, staged: _Staged) -> None:
-        fs, base = _filesystem(delta_uri(path), self._options())
         try:
-            fs.delete_dir(base + "/" + staged.folder)
+            nrfs.delete_dir(delta_uri(path).rstrip("/") + "/" + staged.folder, self._options())
         except OSError:
             log.warning("could not remove uncommitted files in %s/%s", path, staged.folder)
 
@@ -615,18 +746,14 @@ def _strip_metadata(schema: pa.Schema) -> pa.Schema:
 
 
 def _filesystem(uri: str, options: dict):
-    import pyarrow.fs as pafs
-
-    if _is_local(uri):
-        return pafs.LocalFileSystem(), uri.rstrip("/")
-    fs, base = pafs.FileSystem.from_uri(uri)
-    return fs, base.rstrip("/")
+    return nrfs.resolve(uri, options)
 
 
 def _selector(base: str):
     import pyarrow.fs as pafs
 
-    return pafs.FileSelector(base, recursive=False, allow_not_found=False)
+    # An empty frame written by our tasks leaves no folder at all on an object store.
+    return pafs.FileSelector(base, recursive=False, allow_not_found=True)
 
 
 def _stat_value(v):

@@ -213,7 +213,8 @@ class VLLMEngine:
         if not self.on_gpu:
             count_page_cache_as_free()
 
-        path = resolve_model(model_cfg["model"], "vllm", model_cfg.get("cache_dir"))
+        path = resolve_model(model_cfg["model"], "vllm", model_cfg.get("cache_dir"),
+                             model_cfg.get("storage_options"))
         args = engine_args(model_cfg, path, self.on_gpu, None if self.on_gpu else cpu_available_bytes())
         if not _has_structured_outputs() and "structured_outputs_config" not in (model_cfg.get("engine_kwargs") or {}):
             args.pop("structured_outputs_config")  # vLLM < 0.11: guided decoding with its own defaults
