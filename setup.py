@@ -18,6 +18,8 @@ setup(
         "rich>=13",
         "xxhash>=3",
         "filelock>=3",
+        # score: final-answer equivalence (LaTeX/sympy), with its antlr4 parser runtime
+        "math-verify==0.9.0",
     ],
     extras_require={
         # Databricks and EMR bring their own pyspark; local runs and CI install this one.
@@ -29,7 +31,9 @@ setup(
         "aws": ["boto3>=1.34"],
         # engine: openai (any OpenAI-compatible server)
         "openai": ["aiohttp>=3.10"],
-        "dev": ["pytest>=8", "hypothesis>=6", "datasketch==2.0.0", "aiohttp>=3.10", "scipy>=1.11"],
+        "dev": ["pytest>=8", "hypothesis>=6", "datasketch==2.0.0", "aiohttp>=3.10", "scipy>=1.11",
+                # the self-training exports are checked by training on them with TRL
+                "trl==1.16.0", "datasets>=4,<6"],
     },
     entry_points={"console_scripts": ["nr=jobs.cli:main"]},
 )

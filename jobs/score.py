@@ -164,13 +164,15 @@ def score_chunk(ctx: StageContext, part: DataFrame, model_name: str) -> DataFram
 
 def build_answer_classes(ctx: StageContext, scores: DataFrame, version: int) -> DataFrame:
     """Self-consistency: one grouped pass over the answered samples of every (question, model)."""
-    import functools
-
     from udfs.selftrain import CONSISTENCY_SCHEMA, consistency
 
     cfg = ctx.cfg.score
     rows = scores.where(F.col("sample_status") == "ok").select(*KEY, "answer")
-    fn = functools.partial(consistency, timeout_s=cfg.equivalence_timeout_s, max_checks=cfg.max_checks_per_question)
+    timeout_s, max_checks = cfg.equivalence_timeout_s, cfg.max_checks_per_question
+
+    def fn(pdf):
+        return consistency(pdf, timeout_s=timeout_s, max_checks=max_checks)
+
     return rows.groupBy(*QUESTION_KEY).applyInPandas(fn, CONSISTENCY_SCHEMA).withColumn("source_version", F.lit(version))
 
 

@@ -57,8 +57,10 @@ def headline(cfg: PipelineConfig, spark) -> dict:
     ds = read("dataset")
     if ds is not None:
         h["dataset"] = ds.count()
+    h.update(selftrain_headline(read))
     failures, prompt_tokens, completion_tokens = {}, 0, 0
-    for name, df in (("annotate", ann), ("synthesize", qs), ("respond", resp), ("judge", jd)):
+    for name, df in (("annotate", ann), ("synthesize", qs), ("respond", resp), ("judge", jd),
+                     ("sample", read("samples"))):
         if df is None:
             continue
         for row in df.where(F.col("status") != "ok").groupBy("status").count().collect():
@@ -70,6 +72,32 @@ def headline(cfg: PipelineConfig, spark) -> dict:
     h["prompt_tokens"] = prompt_tokens
     h["completion_tokens"] = completion_tokens
     return h
+
+
+def selftrain_headline(read) -> dict:
+    """Self-training figures: samples, pass@1 / maj@k against references, majority share, and
+    the exported rows per selection rule (SFT and DPO)."""
+    from pyspark.sql import functions as F
+
+    h: dict = {}
+    samples = read("samples")
+    if samples is not None:
+        h["samples"] = samples.where(F.col("status") == "ok").count()
+    qs = read("question_scores")
+    if qs is not None:
+        r = qs.agg(F.count(F.lit(1)).alias("n"), F.avg("pass_at_1").alias("p"), F.avg("maj_at_k").alias("m"),
+                   F.count("pass_at_1").alias("nr"), F.avg("majority_share").alias("s")).collect()[0]
+        h["selftrain"] = {"questions": r["n"], "with_reference": r["nr"], "pass_at_1": r["p"], "maj_at_k": r["m"],
+                          "majority_share": r["s"]}
+    for kind in ("sft", "dpo"):
+        t = read(f"train_{kind}")
+        if t is not None:
+            h[f"train_{kind}"] = {x["rule"]: x["count"] for x in t.groupBy("rule").count().collect()}
+    return h
+
+
+def _fmt(v) -> str:
+    return "n/a" if v is None else f"{v:.3f}"
 
 
 def render_summary(rows: list[dict], cfg: PipelineConfig, spark=None) -> str:
@@ -99,6 +127,15 @@ def render_summary(rows: list[dict], cfg: PipelineConfig, spark=None) -> str:
         lines = [f"{label}: {h[k]}" for k, label in order if k in h]
         if lines:
             console.print("dataset so far -- " + " | ".join(lines))
+        st = h.get("selftrain")
+        if st:
+            console.print(f"self-training -- samples: {h.get('samples', 0)} | questions: {st['questions']} "
+                          f"({st['with_reference']} with reference) | pass@1: {_fmt(st['pass_at_1'])} | "
+                          f"maj@k: {_fmt(st['maj_at_k'])} | mean majority share: {_fmt(st['majority_share'])}")
+        for kind in ("sft", "dpo"):
+            if h.get(f"train_{kind}") is not None:
+                per_rule = ", ".join(f"{k}={v}" for k, v in sorted(h[f"train_{kind}"].items())) or "none"
+                console.print(f"train {kind} rows per rule: {per_rule}")
         if h.get("not_ok_by_stage"):
             console.print("not ok (stage:status=count): " + ", ".join(
                 f"{k}={v}" for k, v in sorted(h["not_ok_by_stage"].items())))

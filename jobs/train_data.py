@@ -13,7 +13,6 @@ JSONL and Parquet shards, and each export has a dataset card (``README.md``) wit
 """
 from __future__ import annotations
 
-import functools
 import json
 import logging
 import math
@@ -55,7 +54,11 @@ def select_samples(rows: DataFrame, rules: list[str], seed: int, min_score: floa
     """One ``sft`` and one ``dpo`` row per (question, model, rule), with status ``ok`` or the drop reason."""
     from udfs.selftrain import SELECTION_SCHEMA, select_frame
 
-    fn = functools.partial(select_frame, rules=list(rules), seed=seed, min_score=min_score)
+    rules = list(rules)
+
+    def fn(pdf):
+        return select_frame(pdf, rules=rules, seed=seed, min_score=min_score)
+
     return rows.groupBy("question_id", "model").applyInPandas(fn, SELECTION_SCHEMA)
 
 
