@@ -52,7 +52,12 @@ def test_real_samples_scores_and_exports(exported):
     assert statuses <= {"ok", "no_verdict", "no_logprobs", "sample_truncated", "sample_empty", "sample_llm_error"}
     assert scores.where(F.col("self_score_status") == "ok").count() > 0, "real first-token logprobs"
     assert scores.where((F.col("self_score_status") == "ok") & F.col("self_score").isNull()).count() == 0
+    judged = scores.where(F.col("ref_status") == "ok")
+    assert judged.count() > 0 and judged.where(~F.col("ref_method").startswith("equivalence:")).count() == 0, \
+        "short references are checked by answer equivalence"
     assert store.read("train_sft").count() > 0 and store.read("train_dpo").count() > 0
+    score_run = next(r for r in runs if r["stage"] == "score")
+    assert "pass_at_1" in score_run["metrics"] and "maj_at_k" in score_run["metrics"]
 
 
 def _files(cfg, kind: str) -> tuple[str, list[str]]:
@@ -77,43 +82,33 @@ def _load(files):
     return ds
 
 
-@pytest.mark.slow
-def test_trl_sft_trains_on_the_sft_export(exported, tmp_path):
+def _train(cfg, kind: str, out_dir: str):
+    """2 optimizer steps of TRL's trainer for ``kind`` on the export as written (lineage columns included)."""
     import torch
     from transformers import AutoModelForCausalLM, AutoTokenizer
-    from trl import SFTConfig, SFTTrainer
+    from trl import DPOConfig, DPOTrainer, SFTConfig, SFTTrainer
 
-    cfg, _, _ = exported
-    _, files = _files(cfg, "sft")
-    ds = _load(files)  # as exported, lineage columns included
+    config_cls, trainer_cls = (SFTConfig, SFTTrainer) if kind == "sft" else (DPOConfig, DPOTrainer)
+    _, files = _files(cfg, kind)
     path = _model_dir(cfg)
     torch.manual_seed(0)
-    args = SFTConfig(output_dir=str(tmp_path / "sft"), max_steps=2, per_device_train_batch_size=2,
-                     learning_rate=1e-5, logging_steps=1, save_strategy="no", report_to=[], use_cpu=True,
-                     max_length=512, dataloader_num_workers=0, seed=0)
-    trainer = SFTTrainer(model=AutoModelForCausalLM.from_pretrained(path, dtype=torch.float32), args=args,
-                         train_dataset=ds, processing_class=AutoTokenizer.from_pretrained(path))
-    out = trainer.train()
+    args = config_cls(output_dir=out_dir, max_steps=2, per_device_train_batch_size=2, learning_rate=1e-6,
+                      logging_steps=1, save_strategy="no", report_to=[], use_cpu=True, max_length=512,
+                      dataloader_num_workers=0, seed=0)
+    trainer = trainer_cls(model=AutoModelForCausalLM.from_pretrained(path, dtype=torch.float32), args=args,
+                          train_dataset=_load(files), processing_class=AutoTokenizer.from_pretrained(path))
+    return trainer.train()
+
+
+@pytest.mark.slow
+def test_trl_sft_trains_on_the_sft_export(exported, tmp_path):
+    out = _train(exported[0], "sft", str(tmp_path / "sft"))
     assert out.global_step == 2
     assert math.isfinite(out.training_loss) and out.training_loss > 0
 
 
 @pytest.mark.slow
 def test_trl_dpo_trains_on_the_dpo_export(exported, tmp_path):
-    import torch
-    from transformers import AutoModelForCausalLM, AutoTokenizer
-    from trl import DPOConfig, DPOTrainer
-
-    cfg, _, _ = exported
-    _, files = _files(cfg, "dpo")
-    ds = _load(files)  # as exported, lineage columns included
-    path = _model_dir(cfg)
-    torch.manual_seed(0)
-    args = DPOConfig(output_dir=str(tmp_path / "dpo"), max_steps=2, per_device_train_batch_size=2,
-                     learning_rate=1e-6, logging_steps=1, save_strategy="no", report_to=[], use_cpu=True,
-                     max_length=512, dataloader_num_workers=0, seed=0)
-    trainer = DPOTrainer(model=AutoModelForCausalLM.from_pretrained(path, dtype=torch.float32), args=args,
-                         train_dataset=ds, processing_class=AutoTokenizer.from_pretrained(path))
-    out = trainer.train()
+    out = _train(exported[0], "dpo", str(tmp_path / "dpo"))
     assert out.global_step == 2
     assert math.isfinite(out.training_loss)
