@@ -247,3 +247,13 @@ def test_outside_the_main_thread_math_is_not_attempted():
     t.join()
     assert out["r"] == (False, "no_timer")
     assert last_boxed("no box here") is None
+
+
+def test_docstring_examples():
+    import doctest
+
+    import udfs.answers
+    import udfs.selftrain
+
+    assert doctest.testmod(udfs.answers).failed == 0
+    assert doctest.testmod(udfs.selftrain).failed == 0
