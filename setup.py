@@ -21,6 +21,8 @@ setup(
         "filelock>=3",
         # nr report: plots rendered to PNG with the Agg backend
         "matplotlib>=3.8",
+        # score: final-answer equivalence (LaTeX/sympy), with its antlr4 parser runtime
+        "math-verify==0.9.0",
     ],
     extras_require={
         # Databricks and EMR bring their own pyspark; local runs and CI install this one.
@@ -36,7 +38,9 @@ setup(
                 # notebooks run top to bottom in CI (tests/test_notebooks.py)
                 "nbclient>=0.10", "nbformat>=5.10", "ipykernel>=6.29",
                 # tests/test_s3.py, test_model_staging.py, test_cluster_defs.py: a real S3 (and EMR) API on 127.0.0.1
-                "moto[server]>=5.0", "boto3>=1.34"],
+                "moto[server]>=5.0", "boto3>=1.34",
+                # the self-training exports are checked by training on them with TRL
+                "trl==1.16.0", "datasets>=4,<6"],
     },
     entry_points={"console_scripts": ["nr=jobs.cli:main"]},
 )

@@ -16,7 +16,8 @@ from jobs.common.config import PipelineConfig
 LLM_TABLES = ["annotations", "questions", "responses", "judgments"]
 # (table, label) whose row counts the summary shows, from Delta statistics.
 TABLE_ROWS = [("documents", "documents"), ("annotations", "annotations"), ("questions", "questions"),
-              ("responses", "responses"), ("judgments", "judgments"), ("dataset", "dataset rows")]
+              ("responses", "responses"), ("judgments", "judgments"), ("dataset", "dataset rows"),
+              ("samples", "self-training samples")]
 # (stage, count key, label) taken from the stage's latest runs row.
 STAGE_COUNTS = [("annotate", "selected", "selected"),
                 ("question_dedup", "dropped_near_duplicate", "removed as duplicates"),
@@ -28,10 +29,10 @@ def _reasons(counts: dict) -> str:
     return ", ".join(parts)
 
 
-def latest_counts(spark, cfg: PipelineConfig, stages: list[str]) -> dict[str, list[dict]]:
-    """Per stage, the ``counts`` of its ok ``runs`` rows, newest first (the ``runs`` table has
-    one small row per stage run; a run that found its stage up to date counts nothing, so the
-    figure comes from the newest run that has it)."""
+def latest_runs(spark, cfg: PipelineConfig, stages: list[str]) -> dict[str, list[dict]]:
+    """Per stage, the ``counts`` and ``metrics`` of its ok ``runs`` rows, newest first (the
+    ``runs`` table has one small row per stage run; a run that found its stage up to date
+    counts nothing, so a figure comes from the newest run that has it)."""
     from pyspark.sql import functions as F
 
     from jobs.common.storage import TableStore
@@ -41,9 +42,13 @@ def latest_counts(spark, cfg: PipelineConfig, stages: list[str]) -> dict[str, li
         return {}
     out: dict[str, list[dict]] = {}
     for r in (store.read("runs").where((F.col("status") == "ok") & F.col("stage").isin(stages))
-              .select("stage", "counts").orderBy(F.col("finished_at").desc()).collect()):
-        out.setdefault(r["stage"], []).append(dict(r["counts"] or {}))
+              .select("stage", "counts", "metrics").orderBy(F.col("finished_at").desc()).collect()):
+        out.setdefault(r["stage"], []).append({"counts": dict(r["counts"] or {}), "metrics": dict(r["metrics"] or {})})
     return out
+
+
+def _newest(history: dict, stage: str, key: str) -> Optional[dict]:
+    return next((r for r in history.get(stage, []) if key in r["counts"]), None)
 
 
 def headline(cfg: PipelineConfig, spark, this_run: Optional[list[dict]] = None) -> dict:
@@ -60,13 +65,24 @@ def headline(cfg: PipelineConfig, spark, this_run: Optional[list[dict]] = None) 
         if n is not None:
             h["tables"][table] = n
     try:
-        history = latest_counts(spark, cfg, sorted({st for st, _, _ in STAGE_COUNTS}))
+        history = latest_runs(spark, cfg, sorted({st for st, _, _ in STAGE_COUNTS} | {"score", "train_data"}))
     except Exception:
         history = {}
     for stage, key, _ in STAGE_COUNTS:
-        found = next((c[key] for c in history.get(stage, []) if key in c), None)
+        found = _newest(history, stage, key)
         if found is not None:
-            h["stages"][f"{stage}:{key}"] = found
+            h["stages"][f"{stage}:{key}"] = found["counts"][key]
+    score = _newest(history, "score", "questions_scored")
+    if score is not None:  # pass@1 / maj@k against references, as the score stage recorded them
+        c, m = score["counts"], score["metrics"]
+        h["selftrain"] = {"questions": c["questions_scored"], "with_reference": c.get("questions_with_reference", 0),
+                          "pass_at_1": m.get("pass_at_1"), "maj_at_k": m.get("maj_at_k"),
+                          "majority_share": m.get("majority_share_mean")}
+    exported = _newest(history, "train_data", "out_sft")
+    if exported is not None:
+        for kind in ("sft", "dpo"):
+            h[f"train_{kind}"] = {k[len(kind) + 1:]: v for k, v in exported["counts"].items()
+                                  if k.startswith(kind + "_")}
     failures, prompt_tokens, completion_tokens = {}, 0, 0
     for r in this_run or []:
         c = r.get("counts") or {}
@@ -79,6 +95,10 @@ def headline(cfg: PipelineConfig, spark, this_run: Optional[list[dict]] = None) 
     h["prompt_tokens"] = prompt_tokens
     h["completion_tokens"] = completion_tokens
     return h
+
+
+def _fmt(v) -> str:
+    return "n/a" if v is None else f"{v:.3f}"
 
 
 def render_summary(rows: list[dict], cfg: PipelineConfig, spark=None) -> str:
@@ -105,6 +125,15 @@ def render_summary(rows: list[dict], cfg: PipelineConfig, spark=None) -> str:
         lines += [f"{label}: {h['stages'][f'{st}:{k}']}" for st, k, label in STAGE_COUNTS if f"{st}:{k}" in h["stages"]]
         if lines:
             console.print("dataset so far -- " + " | ".join(lines))
+        st = h.get("selftrain")
+        if st:
+            console.print(f"self-training -- questions: {st['questions']} ({st['with_reference']} with reference) | "
+                          f"pass@1: {_fmt(st['pass_at_1'])} | maj@k: {_fmt(st['maj_at_k'])} | "
+                          f"mean majority share: {_fmt(st['majority_share'])}")
+        for kind in ("sft", "dpo"):
+            if h.get(f"train_{kind}") is not None:
+                per_rule = ", ".join(f"{k}={v}" for k, v in sorted(h[f"train_{kind}"].items())) or "none"
+                console.print(f"train {kind} rows per rule: {per_rule}")
         if h.get("not_ok_by_stage"):
             console.print("not ok in this run (stage:status=count): " + ", ".join(
                 f"{k}={v}" for k, v in sorted(h["not_ok_by_stage"].items())))

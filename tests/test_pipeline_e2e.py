@@ -112,6 +112,8 @@ def scripted_config(root: str, extra_jsonl: str) -> dict:
                                        "engine_kwargs": {"script": SCRIPT}}}},
         "doc_dedup": {"enabled": True},
         "respond": {"sampling": {"n": 2, "temperature": 0.7, "top_p": 0.9, "max_tokens": 64}},
+        # self-training is pinned in tests/test_selftrain_e2e.py; here it only has to run
+        "self_sample": {"temperatures": [0.0, 0.7], "samples_per_temperature": 1, "max_tokens": 64},
     }
 
 
@@ -133,7 +135,8 @@ def test_every_stage_ran_ok(pipeline_run):
     _, _, rows = pipeline_run
     assert [(r["stage"], r["status"]) for r in rows] == [
         ("bootstrap", "ok"), ("ingest", "ok"), ("doc_dedup", "ok"), ("annotate", "ok"), ("synthesize", "ok"),
-        ("question_dedup", "ok"), ("decontaminate", "ok"), ("respond", "ok"), ("judge", "ok"), ("dataset", "ok")]
+        ("question_dedup", "ok"), ("decontaminate", "ok"), ("respond", "ok"), ("judge", "ok"), ("dataset", "ok"),
+        ("sample", "ok"), ("score", "ok"), ("train_data", "ok")]
 
 
 def test_counts_follow_from_the_corpus_and_the_model(pipeline_run):
@@ -239,7 +242,7 @@ def test_dataset_schema_and_export(pipeline_run):
 def test_rerun_changes_nothing(pipeline_run, spark):
     cfg, store, _ = pipeline_run
     tables = ["documents", "annotations", "questions", "responses", "judgments", "dataset", "contamination",
-              "dedup_questions_clusters"]
+              "dedup_questions_clusters", "samples", "sample_scores", "answer_classes", "train_sft", "train_dpo"]
     before = {t: store.version(t) for t in tables}
     rows = run_pipeline(cfg, spark=spark)
     assert all(r["status"] == "ok" for r in rows)
@@ -275,6 +278,6 @@ def test_a_selection_that_keeps_nothing_still_completes(spark, tmp_path):
     assert statuses.pop("doc_dedup").startswith("skipped") and set(statuses.values()) == {"ok"}, statuses
     store = TableStore(spark, cfg.storage)
     assert store.read("annotations").count() > 0 and store.read("annotations").where("selected").count() == 0
-    for table in ("questions", "responses", "judgments", "dataset"):
+    for table in ("questions", "responses", "judgments", "dataset", "samples", "sample_scores", "train_sft"):
         assert store.exists(table) and store.read(table).count() == 0, table
     assert "question_id" in store.read("dataset").columns

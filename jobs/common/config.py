@@ -100,6 +100,9 @@ class PipelineSection(_Model):
             "respond",
             "judge",
             "dataset",
+            "sample",
+            "score",
+            "train_data",
         ]
     )
     chunk_rows: int = Field(256, ge=1, description="rows per commit in long (LLM) stages")
@@ -371,6 +374,66 @@ class ReportConfig(_Model):
     embedding_points: int = Field(2000, ge=10, description="points drawn on the embedding map (a seeded sample)")
 
 
+# --------------------------------------------------------------------------- self-training (paper §6)
+
+
+class SelfSampleConfig(_Model):
+    """The ``sample`` stage (its section is ``self_sample``: ``sample`` is the bundled corpus).
+
+    Every (question, model, temperature) is one engine request with ``n`` samples and a seed, so
+    the prompt is processed once. The paper draws 32 per question, 4 at each of 8 temperatures;
+    at temperature 0 the 4 are the same greedy text, so by default one is requested there
+    (``zero_temperature_samples``) and a question gets 29 samples; set it to 4 to reproduce
+    the paper's weighting of the greedy answer in majority votes."""
+
+    models: list[str] = Field(default_factory=lambda: ["default"], description="policy models in llm.models")
+    prompt: str = "sample"
+    temperatures: list[float] = Field(default_factory=lambda: [0.0, 0.5, 0.6, 0.7, 0.8, 0.9, 1.0, 1.2])
+    samples_per_temperature: int = Field(4, ge=1)
+    zero_temperature_samples: int = Field(1, ge=0, description="samples requested at temperature 0 (all identical)")
+    top_p: float = Field(1.0, gt=0, le=1)
+    max_tokens: int = Field(2048, ge=1)
+    seed: int = 0
+    max_questions: Optional[int] = Field(
+        None, ge=1, description="sample only the questions with the smallest ids (smoke runs); None = all")
+
+    @field_validator("temperatures")
+    @classmethod
+    def _temperatures(cls, v: list[float]) -> list[float]:
+        if not v:
+            raise ValueError("at least one temperature")
+        if any(t < 0 for t in v) or len(set(v)) != len(v):
+            raise ValueError(f"temperatures must be >= 0 and distinct, got {v}")
+        return v
+
+    def samples_at(self, temperature: float) -> int:
+        return self.zero_temperature_samples if temperature == 0 else self.samples_per_temperature
+
+
+class ScoreConfig(_Model):
+    self_score: bool = True
+    judge_model: Optional[str] = Field(
+        None, description="model that self-scores samples and judges long references; None = the sample's own model")
+    reference: bool = True
+    short_reference_words: int = Field(
+        9, ge=1, description="references of at most this many words are checked by answer equivalence, "
+        "longer ones by the judge's Yes/No (the paper's answer-length buckets: 1, 2-9, 10+ words)")
+    equivalence_timeout_s: int = Field(2, ge=1, description="time limit of one math-verify parse or comparison")
+    max_checks_per_question: int = Field(2000, ge=1, description="math comparisons per question in self-consistency")
+    reward_model: Optional[str] = Field(
+        None, description="a model in llm.models served as a reward model (vLLM runner=pooling, scripted); None = off")
+
+
+class TrainDataConfig(_Model):
+    export_dir: str = "{root}/export/train"
+    rules: list[Literal["self_consistency", "self_score", "self_score_filtered", "reward", "reference"]] = Field(
+        default_factory=lambda: ["self_consistency", "self_score", "self_score_filtered", "reward", "reference"])
+    formats: list[Literal["jsonl", "parquet"]] = Field(default_factory=lambda: ["jsonl", "parquet"])
+    rows_per_shard: int = Field(50_000, ge=1)
+    seed: int = 0
+    min_score: float = Field(0.0, description="self_score_filtered drops picks (and pairs' chosen) scored below this")
+
+
 # --------------------------------------------------------------------------- root
 
 
@@ -390,6 +453,9 @@ class PipelineConfig(_Model):
     judge: JudgeConfig = Field(default_factory=JudgeConfig)
     dataset: DatasetConfig = Field(default_factory=DatasetConfig)
     report: ReportConfig = Field(default_factory=ReportConfig)
+    self_sample: SelfSampleConfig = Field(default_factory=SelfSampleConfig)
+    score: ScoreConfig = Field(default_factory=ScoreConfig)
+    train_data: TrainDataConfig = Field(default_factory=TrainDataConfig)
 
     @model_validator(mode="after")
     def _model_refs(self) -> "PipelineConfig":
@@ -397,6 +463,8 @@ class PipelineConfig(_Model):
         refs = [("annotate.model", self.annotate.model), ("synthesize.model", self.synthesize.model),
                 ("judge.model", self.judge.model)]
         refs += [(f"respond.models[{i}]", m) for i, m in enumerate(self.respond.models)]
+        refs += [(f"self_sample.models[{i}]", m) for i, m in enumerate(self.self_sample.models)]
+        refs += [(f"score.{k}", m) for k in ("judge_model", "reward_model") if (m := getattr(self.score, k))]
         for where, name in refs:
             if name not in known:
                 raise ValueError(f"{where}={name!r} is not a model in llm.models (known: {sorted(known)})")

@@ -40,6 +40,9 @@ STAGE_MODULES: dict[str, str] = {
     "respond": "jobs.respond",
     "judge": "jobs.judge",
     "dataset": "jobs.dataset",
+    "sample": "jobs.sample",
+    "score": "jobs.score",
+    "train_data": "jobs.train_data",
 }
 
 RUNS_SCHEMA = (

@@ -254,6 +254,28 @@ class VLLMEngine:
                 results[i] = completions_from_output(out, want_logprobs=want_lp, truncated=truncated)
         return results  # type: ignore[return-value]
 
+    def reward(self, conversations: Sequence[Conversation]) -> list[float]:
+        """One scalar per (prompt, response) conversation from a reward or sequence-classification
+        model loaded with ``engine_kwargs: {runner: pooling}``: the last token's first value of
+        the per-token scores (``LLM.reward`` where vLLM has it, else
+        ``encode(pooling_task="token_classify")``), which is where a ``*ForRewardModel`` and a
+        ``*ForSequenceClassification`` with one label put the sequence's reward."""
+        import numpy as np
+
+        prompts = [self.tokenizer.apply_chat_template(list(c), tokenize=False) for c in conversations]
+        try:
+            if hasattr(self.llm, "reward"):
+                outputs = self.llm.reward(prompts, use_tqdm=False)
+            else:
+                outputs = self.llm.encode(prompts, pooling_task="token_classify", use_tqdm=False)
+        except MemoryError as e:
+            raise FatalEngineError(f"out of memory: {e}") from e
+        values = []
+        for out in outputs:
+            data = np.asarray(getattr(out.outputs, "data", out.outputs), dtype="float64")
+            values.append(float(data.reshape(-1)[-1] if data.ndim < 2 else data.reshape(data.shape[0], -1)[-1, 0]))
+        return values
+
     def close(self) -> None:
         """Shut the engine down and free its memory (benchmarks, tests; a Spark worker keeps
         its engine until the worker exits)."""
