@@ -5,6 +5,7 @@
     nr dedup --input PATH --input-format jsonl|parquet|delta --id-col ID --text-col TEXT --output DIR
     nr decontaminate --input PATH ... --output DIR
     nr fetch-model [--cache-dir DIR]
+    nr select targeted|traces --config conf/local.yaml [--seeds FILE] [--top-k N] [--target-size N]
     nr stages
 """
 from __future__ import annotations
@@ -21,6 +22,7 @@ COMMANDS = {
     "dedup": "jobs.dedup:cli_main",
     "decontaminate": "jobs.decontaminate:cli_main",
     "fetch-model": "udfs.llm.models:main",
+    "select": "jobs.select_targeted:cli_main",
 }
 
 

@@ -10,6 +10,7 @@ near-duplicate and contamination stages see realistic, reproducible data:
   give near-duplicate questions, and a page quoting a benchmark gives a contaminated
   question); every eleventh document gets prose instead of JSON.
 * respond / judges: answers, scores and Yes/No first-token logprobs derived from a hash.
+* trace strategy tags: from cue words in the reasoning, plus one chosen by hash.
 
 Use with ``engine: scripted`` and ``engine_kwargs: {script: "udfs.llm.scripted_pipeline:respond"}``.
 """
@@ -70,6 +71,20 @@ def answer(question: str, sample_idx: int) -> dict:
     return {"text": f"Step 1: restate the problem. Step 2: apply the relevant principle. Final answer: option {h % 7}."}
 
 
+_STRATEGY_CUES = (("restate", "Restating the problem"), ("principle", "Applying a known principle"),
+                  ("step", "Step by step"), ("check", "Checking the result"), ("suppose", "Proof by contradiction"),
+                  ("case", "Case analysis"), ("substitut", "Substitution"))
+_EXTRA_STRATEGIES = ("Working backwards", "Estimation", "Unit analysis", "Analogy", "Drawing a diagram")
+
+
+def strategies(reasoning: str) -> dict:
+    """Tags from cue words in the reasoning plus one picked by hash, so traces differ."""
+    low = reasoning.lower()
+    tags = [tag for cue, tag in _STRATEGY_CUES if cue in low]
+    tags.append(_EXTRA_STRATEGIES[_h(reasoning) % len(_EXTRA_STRATEGIES)])
+    return {"text": json.dumps({"strategies": tags})}
+
+
 def respond(messages: list[dict], sampling=None, sample_idx: int = 0):
     prompt = messages[-1]["content"] if messages else ""
     if "Rate the document below on four axes" in prompt:
@@ -82,6 +97,8 @@ def respond(messages: list[dict], sampling=None, sample_idx: int = 0):
     if "Compare the response with the reference answer" in prompt:
         verdict = "Yes" if _h(prompt) % 2 else "No"
         return {"text": json.dumps({"verdict": verdict, "explanation": "Scripted comparison."})}
+    if "Name the reasoning strategies" in prompt:
+        return strategies(_quoted(prompt, 1))
     if "Is the response good?" in prompt:
         yes = _h(prompt) % 3 != 0
         lp = {"Yes": -0.1, "No": -2.4} if yes else {"Yes": -1.9, "No": -0.2}
