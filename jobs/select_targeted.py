@@ -192,8 +192,10 @@ def select(ctx: StageContext, vectors: DataFrame, seed_ids: list[str], seed_matr
         ctx.count("top_k_exceeds_table", 1)
     top = retrieve_top_k(vectors, seed_ids, seed_matrix, min(sel.top_k, n), faiss=sel.faiss,
                          faiss_margin=sel.faiss_margin, partitions=sel.retrieval_partitions)
-    # persist justification: the union, the dedup and k-means all read the retrieved rows
-    pool = union_retrieved(top).join(vectors, "question_id").persist()
+    # The union is at most seeds x top_k rows: broadcast it to fetch its vectors in one scan,
+    # never shuffle the whole vector table. persist justification: dedup, k-means and the
+    # output all read the pool.
+    pool = vectors.join(F.broadcast(union_retrieved(top)), "question_id").persist()
     m = pool.count()
     ctx.count("retrieved", m)
     if sel.dedup_cosine is not None and m > 1:
@@ -253,7 +255,8 @@ def run(ctx: StageContext) -> None:
     removed = removed_question_ids(ctx)
     if removed is not None:
         vectors = vectors.join(removed, "question_id", "left_anti")
-    vectors = vectors.persist()
+    # Not persisted (it is the whole vector table): this count reads the key and status
+    # columns only; retrieval and the pool's vector fetch are the two scans of the vectors.
     n = vectors.count()
     ctx.count("in", n)
     pool = None
@@ -268,7 +271,7 @@ def run(ctx: StageContext) -> None:
     ctx.count("out", out.count())
     where = write_export(ctx, out, sel.export_dir, sel.formats, ["cluster_id", "question_id"])
     log.info("[select_targeted] %d questions selected, exported to %s", ctx.counts["out"], where)
-    for df in (out, pool, vectors):
+    for df in (out, pool):
         if df is not None:
             df.unpersist()
 

@@ -185,3 +185,35 @@ def test_bundled_seeds_are_read(spark, tmp_path):
 def test_stage_without_embeddings_fails_with_a_clear_error(spark, tmp_path):
     with pytest.raises(SeedError, match="run the embed stage first"):
         run_stage(seeded_cfg(tmp_path), "select_targeted", spark=spark)
+
+
+def test_semdedup_stage_removes_planted_duplicates_for_later_stages(spark, tmp_path):
+    from jobs.common.llm_stage import removed_question_ids
+
+    cfg = seeded_cfg(tmp_path, **{"semdedup.n_clusters": 3, "semdedup.eps": 0.02, "semdedup.keep": "highest_quality"})
+    store = TableStore(spark, cfg.storage)
+    vecs = unit_vectors(60, 16, seed=21)
+    noise = np.random.default_rng(22).standard_normal((3, 16)).astype(np.float32) * 0.01
+    dup = vecs[[4, 9, 9]] + noise  # q060 ~ q004; q061, q062 ~ q009 (a group of three)
+    dup /= np.linalg.norm(dup, axis=1, keepdims=True)
+    allv = np.vstack([vecs, dup])
+    ids = [f"q{i:03d}" for i in range(len(allv))]
+    emb = pd.DataFrame({"question_id": ids, "model": "all-MiniLM-L6-v2", "dim": 16,
+                        "embedding": [v.tolist() for v in allv], "status": "ok", "error": None})
+    emb.loc[5, "status"], emb.loc[5, "embedding"] = "zero_vector", None
+    store.overwrite("question_embeddings", spark.createDataFrame(
+        emb, "question_id string, model string, dim int, embedding array<float>, status string, error string"))
+    store.overwrite("judgments", spark.createDataFrame(
+        [("q062", "quality", "ok", 9.0), ("q009", "quality", "ok", 4.0)],
+        "question_id string, kind string, status string, score double"))
+    row = run_stage(cfg, "semdedup", spark=spark)
+    out = {r.id: r for r in store.read("semdedup_questions_clusters").collect()}
+    assert len(out) == 62, "the zero vector is not clustered"
+    removed = {i for i, r in out.items() if not r.keep}
+    assert removed == {"q060", "q009", "q061"}  # q004 lowest id; q062 has the best quality score
+    assert out["q061"].group_id == "q062" and out["q061"].group_size == 3
+    assert row["counts"] == {"in": 62, "out": 59, "dropped_semantic_duplicate": 3}
+    ctx = ctx_for(spark, cfg)
+    assert {r.question_id for r in removed_question_ids(ctx).collect()} == removed
+    again = run_stage(cfg, "semdedup", spark=spark)
+    assert again["counts"] == {"skipped_up_to_date": 1}
