@@ -75,12 +75,18 @@ def build_dataset(ctx: StageContext) -> DataFrame:
 
 
 def export(ctx: StageContext, df: DataFrame) -> str:
-    target = ctx.cfg.expand(ctx.cfg.dataset.export_dir)
+    return write_export(ctx, df, ctx.cfg.dataset.export_dir, ctx.cfg.dataset.formats, ["question_id"])
+
+
+def write_export(ctx: StageContext, df: DataFrame, target_template: str, formats, order_by: list[str]) -> str:
+    """JSONL and/or Parquet copies of ``df`` under ``target_template`` ({root} expands), in
+    ``order_by`` order; shared by the dataset and the selection exports."""
     from jobs.common.storage import spark_uri
 
+    target = ctx.cfg.expand(target_template)
     target_uri = spark_uri(target, ctx.cfg.storage.spark_s3_scheme)
-    ordered = df.orderBy("question_id")
-    for fmt in ctx.cfg.dataset.formats:
+    ordered = df.orderBy(*order_by)
+    for fmt in formats:
         writer = ordered.coalesce(max(1, ctx.spark.sparkContext.defaultParallelism // 2)).write.mode("overwrite")
         if fmt == "jsonl":
             writer.option("ignoreNullFields", "false").json(f"{target_uri}/jsonl")

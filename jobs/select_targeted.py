@@ -225,23 +225,8 @@ def select(ctx: StageContext, vectors: DataFrame, seed_ids: list[str], seed_matr
     return out.select(*[f.split(" ")[0] for f in SELECTED_SCHEMA.split(", ")]), pool
 
 
-def write_export(ctx: StageContext, df: DataFrame, target_template: str, formats, order_by: list[str]) -> str:
-    """JSONL and/or Parquet copies of ``df`` under ``target_template`` ({root} expands)."""
-    from jobs.common.storage import spark_uri
-
-    target = ctx.cfg.expand(target_template)
-    uri = spark_uri(target, ctx.cfg.storage.spark_s3_scheme)
-    ordered = df.orderBy(*order_by)
-    for fmt in formats:
-        writer = ordered.coalesce(max(1, ctx.spark.sparkContext.defaultParallelism // 2)).write.mode("overwrite")
-        if fmt == "jsonl":
-            writer.option("ignoreNullFields", "false").json(f"{uri}/jsonl")
-        else:
-            writer.parquet(f"{uri}/parquet")
-    return target
-
-
 def run(ctx: StageContext) -> None:
+    from jobs.dataset import write_export
     from jobs.embed import ok_embeddings
 
     if ctx.up_to_date(INPUTS, OUTPUTS):
@@ -280,37 +265,23 @@ def run(ctx: StageContext) -> None:
 
 
 def cli_main(argv: Optional[list[str]] = None) -> int:
-    """``nr select targeted|traces --config FILE [--set k=v] [--seeds FILE] [--top-k N] [--target-size N]``"""
-    from jobs.common.config import ConfigError, load_config
-    from jobs.common.runner import run_stage
-    from jobs.common.spark import get_spark
-    from jobs.pipeline import parse_common, print_summary, setup_logging
+    """``nr select targeted|traces --config FILE [--set k=v] [--seeds FILE] [--top-k N] [--target-size N]``:
+    the stage alone, the shortcuts turned into ``--set`` overrides."""
+    from jobs.pipeline import stage_main
 
     p = argparse.ArgumentParser(prog="nr select", description="Run a selection stage on the pipeline's tables.")
     p.add_argument("what", choices=["targeted", "traces"])
-    parse_common(p)
     p.add_argument("--seeds", help="targeted: seed questions file (sets select_targeted.seeds_path)")
     p.add_argument("--seeds-format", choices=["jsonl", "parquet", "delta"])
     p.add_argument("--top-k", type=int, help="targeted: questions retrieved per seed")
     p.add_argument("--target-size", type=int, help="targeted: questions selected (k of k-means)")
-    args = p.parse_args(argv)
-    setup_logging(args.log_level)
+    args, rest = p.parse_known_args(argv)
     extra = {"select_targeted.seeds_path": args.seeds, "select_targeted.seeds_format": args.seeds_format,
              "select_targeted.top_k": args.top_k, "select_targeted.target_size": args.target_size}
-    overrides = list(args.overrides) + [f"{k}={v}" for k, v in extra.items() if v is not None]
-    try:
-        cfg = load_config(args.config, overrides)
-    except ConfigError as e:
-        print(f"error: {e}", file=sys.stderr)
-        return 2
-    stage = "select_targeted" if args.what == "targeted" else "select_traces"
-    try:
-        row = run_stage(cfg, stage)
-    except Exception as e:
-        print(f"error: {stage} failed: {type(e).__name__}: {e}", file=sys.stderr)
-        return 1
-    print_summary([row], cfg, get_spark(cfg.spark))
-    return 0
+    for key, value in extra.items():
+        if value is not None:
+            rest += ["--set", f"{key}={value}"]
+    return stage_main("select_targeted" if args.what == "targeted" else "select_traces", rest)
 
 
 def main(argv: list[str] | None = None) -> int:

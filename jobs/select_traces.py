@@ -222,7 +222,7 @@ def sft_rows(ctx: StageContext, selected: DataFrame, traces: DataFrame, good: Da
 
 
 def run(ctx: StageContext) -> None:
-    from jobs.select_targeted import write_export
+    from jobs.dataset import write_export
 
     if ctx.up_to_date(INPUTS, OUTPUTS):
         ctx.count("skipped_up_to_date", 1)
