@@ -82,11 +82,13 @@ def tag_chunk(ctx: StageContext, part: DataFrame) -> DataFrame:
     sampling = cfg.sampling
     if cfg.structured_output and sampling.json_schema is None:
         sampling = sampling.model_copy(update={"json_schema": STRATEGY_SCHEMA})
-    gen = generate_rows(ctx, part, prompt=cfg.prompt, model_name=cfg.model, sampling=sampling,
-                        key_cols=["question_id", "teacher", "sample_idx"])
-    parsed = gen.withColumn("_p", strategies_udf()(F.col("text")))
+    # the generation adds its own sample_idx (of the tagger's samples): the trace's is renamed meanwhile
+    keyed = part.withColumnRenamed("sample_idx", "trace_sample_idx")
+    gen = generate_rows(ctx, keyed, prompt=cfg.prompt, model_name=cfg.model, sampling=sampling,
+                        key_cols=["question_id", "teacher", "trace_sample_idx"])
+    parsed = gen.where(F.col("sample_idx") == 0).withColumn("_p", strategies_udf()(F.col("text")))
     return parsed.select(
-        "question_id", "teacher", F.col("sample_idx").cast("int").alias("sample_idx"),
+        "question_id", "teacher", F.col("trace_sample_idx").cast("int").alias("sample_idx"),
         F.col("model").alias("tagger"), F.col("_p.strategies").alias("strategies"),
         row_status(F.col("_p.status")).alias("status"), F.col("text").alias("raw_output"),
         *[c for c in GEN_META if c != "model"])

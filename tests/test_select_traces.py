@@ -31,6 +31,8 @@ GOOD = "question_id string, model string, sample_idx int, reasoning_tokens int, 
     ("<think>We add.</think>   ", None, "empty_answer", "We add.", None),
     ("Step 1: add.\nStep 2: check.\nFinal answer: 4", None, "untagged", "Step 1: add.\nStep 2: check.", "Final answer: 4"),
     ("It is 4.", None, "no_trace", None, "It is 4."),
+    ("We add two and two.\nThen we check.\n\nSo it is 4.", None, "untagged", "We add two and two.\nThen we check.",
+     "So it is 4."),
     ("", None, "empty", None, None),
     (None, None, "empty", None, None),
 ])

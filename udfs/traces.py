@@ -19,7 +19,7 @@ from udfs.parsers import extract_json_object
 
 # Trace statuses. Usable: ok (tags or a reasoning field) and, when allowed, untagged.
 TRACE_OK = "ok"
-TRACE_UNTAGGED = "untagged"  # no <think> tags; split at a marked final answer
+TRACE_UNTAGGED = "untagged"  # no <think> tags; split at a marked final answer or the last paragraph
 TRACE_STATUSES = ("ok", "untagged", "empty", "no_trace", "unclosed_think", "empty_answer", "empty_reasoning")
 
 _OPEN, _CLOSE = "<think>", "</think>"
@@ -57,10 +57,15 @@ def parse_trace(text: Optional[str], reasoning_field: Optional[str] = None) -> d
     m = None
     for m in _MARKER.finditer(text):
         pass  # the last marker: earlier ones may be part of the reasoning
-    if m is None:
-        return _result("no_trace", None, text.strip())
-    cut = m.start() + (1 if text[m.start()] == "\n" else 0)
-    return _result(TRACE_UNTAGGED, text[:cut].strip(), text[cut:].strip())
+    if m is not None:
+        cut = m.start() + (1 if text[m.start()] == "\n" else 0)
+        return _result(TRACE_UNTAGGED, text[:cut].strip(), text[cut:].strip())
+    # No marker: a worked answer from a non-reasoning model still ends with its conclusion in
+    # a paragraph of its own.
+    head, sep, tail = text.strip().rpartition("\n\n")
+    if sep and head.strip() and tail.strip():
+        return _result(TRACE_UNTAGGED, head.strip(), tail.strip())
+    return _result("no_trace", None, text.strip())
 
 
 def _result(status: str, reasoning: Optional[str], answer: Optional[str]) -> dict:
