@@ -11,6 +11,7 @@
     nr benchmarks show [--index DIR]
     nr fetch-model [--cache-dir DIR]
     nr submit emr --cluster-id j-XXXX --config conf/emr.yaml [--stages a,b] [--set ...] [--dry-run]
+    nr select targeted|traces --config conf/local.yaml [--seeds FILE] [--top-k N] [--target-size N]
     nr stages
 """
 from __future__ import annotations
@@ -32,6 +33,7 @@ COMMANDS = {
     "benchmarks": "jobs.benchmark_index:cli_main",
     "fetch-model": "udfs.llm.models:main",
     "submit": "jobs.submit:main",
+    "select": "jobs.select_targeted:cli_main",
 }
 
 

@@ -37,12 +37,16 @@ STAGE_MODULES: dict[str, str] = {
     "synthesize": "jobs.synthesize",
     "question_dedup": "jobs.dedup",
     "decontaminate": "jobs.decontaminate",
+    "embed": "jobs.embed",
+    "semdedup": "jobs.semdedup",
     "respond": "jobs.respond",
     "judge": "jobs.judge",
     "dataset": "jobs.dataset",
     "sample": "jobs.sample",
     "score": "jobs.score",
     "train_data": "jobs.train_data",
+    "select_targeted": "jobs.select_targeted",
+    "select_traces": "jobs.select_traces",
 }
 
 RUNS_SCHEMA = (
