@@ -35,6 +35,16 @@ class ClusteringError(ValueError):
     pass
 
 
+class _OneCentre:
+    """The k=1 stand-in for a KMeansModel: only ``clusterCenters`` is used."""
+
+    def __init__(self, centres):
+        self._centres = centres
+
+    def clusterCenters(self):
+        return self._centres
+
+
 def fit_kmeans(vectors: DataFrame, k: int, *, seed: int, max_iter: int, sort_by: Optional[str] = None):
     """Seeded Spark MLlib k-means over ``embedding`` (array<float>).
 
@@ -54,6 +64,13 @@ def fit_kmeans(vectors: DataFrame, k: int, *, seed: int, max_iter: int, sort_by:
     if sort_by:
         parts = vectors.sparkSession.sparkContext.defaultParallelism
         feats = feats.repartition(parts, sort_by).sortWithinPartitions(sort_by)  # hash of the key: same split every run
+    if k == 1:  # Spark's KMeans refuses k=1: one cluster, centred on the mean vector
+        from pyspark.ml.stat import Summarizer
+
+        mean = feats.select(Summarizer.mean(F.col("_features")).alias("m")).first()
+        centres = [mean["m"].toArray()] if mean is not None and mean["m"] is not None else []
+        assigned = feats.drop("_features").withColumn("kmeans_cluster", F.lit(0).cast("int"))
+        return _OneCentre(centres), assigned, len(centres)
     model = KMeans(k=k, seed=seed, maxIter=max_iter, featuresCol="_features",
                    predictionCol="kmeans_cluster").fit(feats)
     assigned = model.transform(feats).drop("_features").withColumn("kmeans_cluster", F.col("kmeans_cluster").cast("int"))

@@ -206,21 +206,45 @@ def _model_problems(cfg: PipelineConfig, name: str) -> list[str]:
 
 
 def _benchmark_problems(cfg: PipelineConfig) -> list[str]:
-    from jobs.benchmarks import resolve
+    """The benchmark index must be there, and so must the files of benchmarks it does not hold."""
+    import json
+
+    from jobs import benchmark_index as bi
+    from jobs.benchmarks import BUILTIN, BUILTIN_BY_NAME
     from jobs.common.config import expand_path
+    from jobs.decontaminate import index_path
 
     dcfg = cfg.decontaminate
+    out: list[str] = []
+    index_dir = bi.resolve_index(index_path(dcfg.index, cfg.storage.root))
+    indexed: Optional[list[str]] = [] if index_dir is None else None  # None: a remote index, names unknown here
+    if index_dir is not None and _local_path_exists(index_dir) is not None:
+        manifest = os.path.join(index_dir, "manifest.json")
+        if not os.path.exists(manifest):
+            out.append(problem(
+                "the decontamination benchmark index is missing",
+                f"{manifest} (decontaminate.index = {dcfg.index!r})",
+                "build it with `nr benchmarks build-index --benchmarks-dir DIR --output FOLDER`, or set "
+                "decontaminate.index: builtin (the index shipped in the package)"))
+            return out
+        with open(manifest) as f:
+            indexed = list(json.load(f).get("benchmarks", {}))
+    entries = dcfg.benchmarks if dcfg.benchmarks is not None else (
+        indexed if indexed else [b.name for b in BUILTIN] if index_dir is None else [])
+    raw = [BUILTIN_BY_NAME[e] if isinstance(e, str) else e for e in entries
+           if not (isinstance(e, str) and (indexed is None or e in indexed)) and
+           (not isinstance(e, str) or e in BUILTIN_BY_NAME)]
+    needs_dir = [b.name for b in raw if b.format != "hf" and not b.optional and "{benchmarks_dir}" in b.path]
     bdir = expand_path(dcfg.benchmarks_dir, cfg.storage.root)
-    needs_dir = [b.name for b in resolve(dcfg.benchmarks)
-                 if b.format != "hf" and not b.optional and "{benchmarks_dir}" in b.path]
-    if not needs_dir or _local_path_exists(bdir) is not False:
-        return []
-    return [problem(
-        f"decontamination benchmarks {needs_dir} are missing: their benchmark folder does not exist",
-        f"{bdir} (decontaminate.benchmarks_dir = {dcfg.benchmarks_dir!r}, or $NR_BENCHMARKS_DIR)",
-        "set NR_BENCHMARKS_DIR or decontaminate.benchmarks_dir to the folder with the benchmark files "
-        "(math_test.csv, gpqa_diamond.csv, mmlu_pro/, mmlu/), list only the benchmarks you have in "
-        "decontaminate.benchmarks, mark them optional: true, or --set decontaminate.enabled=false")]
+    if needs_dir and (not bdir or _local_path_exists(bdir) is False):
+        out.append(problem(
+            f"decontamination benchmarks {needs_dir} are read from their files, and their folder "
+            f"{'is not set' if not bdir else 'does not exist'}",
+            f"{bdir or '(empty)'} (decontaminate.benchmarks_dir = {dcfg.benchmarks_dir!r}, or $NR_BENCHMARKS_DIR)",
+            "use the shipped index for the built-in benchmarks (decontaminate.index: builtin, and list only "
+            "math, gpqa, mmlu_pro, mmlu_stem), or set NR_BENCHMARKS_DIR / decontaminate.benchmarks_dir to the "
+            "folder with the files, mark them optional: true, or --set decontaminate.enabled=false"))
+    return out
 
 
 # --------------------------------------------------------------------------- tables
