@@ -214,8 +214,9 @@ def run_chunks(ctx: "StageContext", plan: StagedPending, fn: Callable[[DataFrame
         # Within a chunk, a key twice in fn's output is written once; chunks hold disjoint input rows.
         staged = store.stage_append(output, out.dropDuplicates(list(output_keys)))
         try:
-            rows, by_status, sums = _chunk_counts(spark.read.parquet(store.staged_location(output, staged)),
-                                                  status_col, sum_cols)
+            # Schema given: a chunk whose output is empty may leave no file to infer it from.
+            written_df = spark.read.schema(out.schema).parquet(store.staged_location(output, staged))
+            rows, by_status, sums = _chunk_counts(written_df, status_col, sum_cols)
         except BaseException:
             store.discard_staged(output, staged)
             raise
