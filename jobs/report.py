@@ -29,14 +29,13 @@ from pyspark.sql import Column, DataFrame  # noqa: E402
 from pyspark.sql import functions as F  # noqa: E402
 
 from jobs.common.config import PipelineConfig  # noqa: E402
+from jobs.status import WHOLE_TABLE_STAGES  # noqa: E402
 
 log = logging.getLogger("nr")
 
 AXES = ["completeness", "complexity", "correctness", "reasoning"]
 BUCKETS = [("single_word", "single word"), ("short", "2-9 words"), ("long", "10+ words")]
-INCREMENTAL_STAGES = ("ingest", "annotate", "synthesize", "respond", "judge")  # each run adds only what is pending
-LLM_STAGES = ("annotate", "synthesize", "respond", "judge")
-EMBEDDINGS_TABLE = "embeddings"
+EMBEDDINGS_TABLE = "question_embeddings"
 
 
 # --------------------------------------------------------------------------- Spark helpers
@@ -181,23 +180,24 @@ def _by_source_and_overall(q: DataFrame, aggs: list, resp: DataFrame, raggs: lis
 
 def run_drops(r: Report) -> dict:
     """Per stage, the drop and failure reasons recorded in ``runs``: summed over the runs of stages
-    that process only what is pending, from the last run that did the work for whole-table stages."""
+    that process only what is pending; for stages that rebuild their whole output, from the last
+    run that did the work (a run skipped as up to date has no ``in`` count)."""
     runs = r.table("runs", "the drop reasons and the cost view")
     if runs is None:
         return {}
-    reason = F.explode(F.col("counts")).alias("k", "v")
-    ok = runs.where(F.col("status") == "ok")
-    inc = (ok.where(F.col("stage").isin(*INCREMENTAL_STAGES)).select("stage", reason)
-           .where(F.col("k").startswith("dropped_") | F.col("k").startswith("failed_"))
-           .groupBy("stage", "k").agg(F.sum("v").alias("v")))
     from pyspark.sql import Window
 
-    worked = ok.where(~F.col("stage").isin(*INCREMENTAL_STAGES) & F.col("counts").getItem("in").isNotNull())
+    reason = F.explode(F.col("counts")).alias("k", "v")
+    ok = runs.where(F.col("status") == "ok")
+    whole = F.col("stage").isin(*WHOLE_TABLE_STAGES)
     w = Window.partitionBy("stage").orderBy(F.col("finished_at").desc(), F.col("run_id"))
-    whole = (worked.withColumn("_rn", F.row_number().over(w)).where(F.col("_rn") == 1).select("stage", reason)
-             .where(F.col("k").startswith("dropped_") | F.col("k").startswith("failed_")))
+    last_work = (ok.where(whole & F.col("counts").getItem("in").isNotNull())
+                 .withColumn("_rn", F.row_number().over(w)).where(F.col("_rn") == 1).drop("_rn"))
+    counted = ok.where(~whole).unionByName(last_work).select("stage", reason)
+    got = (counted.where(F.col("k").startswith("dropped_") | F.col("k").startswith("failed_"))
+           .groupBy("stage", "k").agg(F.sum("v").alias("v")).collect())
     out: dict = {}
-    for row in inc.unionByName(whole).collect():
+    for row in got:
         if row["v"]:
             out.setdefault(row["stage"], {})[row["k"]] = int(row["v"])
     return {s: dict(sorted(v.items())) for s, v in sorted(out.items())}
@@ -289,7 +289,15 @@ def embedding_map(r: Report) -> Optional[dict]:
     from pyspark.ml.feature import PCA
     from pyspark.ml.functions import array_to_vector
 
+    if "status" in emb.columns:
+        emb = emb.where(F.col("status") == "ok")
+    if "model" in emb.columns:  # one embedding space: the first model by name
+        first = emb.agg(F.min("model").alias("m")).collect()[0]["m"]
+        emb = emb.where(F.col("model") == first)
     vec = emb.select(key, array_to_vector(F.col(arrays[0]).cast("array<double>")).alias("v"))
+    if not vec.limit(1).count():
+        r.notes.append(f"{EMBEDDINGS_TABLE}: no usable embedding; the embedding map is left out")
+        return None
     model = PCA(k=2, inputCol="v", outputCol="pc").fit(vec)
     sample = (vec.orderBy(F.xxhash64(F.col(key), F.lit(r.rcfg.seed)), key).limit(r.rcfg.embedding_points))
     ds = r.store.read("dataset").select("question_id", "domain") if key == "question_id" and \

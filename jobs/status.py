@@ -38,6 +38,10 @@ REQUIRED_INPUTS = {
     "judge": ["questions"],
     "dataset": ["questions", "documents"],
 }
+# Stages that rebuild their whole output from their inputs, skipped when nothing changed (the
+# others process only the keys not yet in their output).
+WHOLE_TABLE_STAGES = ("doc_dedup", "question_dedup", "decontaminate", "semdedup", "dataset", "train_data",
+                      "select_targeted", "select_traces")
 # What a pending row of the first LLM stage is, for the plan's wording.
 PENDING_UNIT = {"annotate": "documents", "synthesize": "selected documents", "respond": "questions",
                 "judge": "questions to rate"}
@@ -291,8 +295,7 @@ def known_tables(cfg: PipelineConfig) -> list[tuple[str, str]]:
                 add(t, t)
         except StageNotBuilt:
             continue
-    for extra in ("embeddings", "runs"):
-        add(extra, extra)
+    add("runs", "runs")
     return out
 
 
@@ -512,7 +515,7 @@ def make_plan(cfg: PipelineConfig, spark, stages: Optional[Sequence[str]] = None
                 step = PlanStep(name, "run" if n else "skip", detail if n else "nothing pending",
                                 pending=n, prompt_tokens_estimate=est, prompt_tokens_per_row=per_row)
             first_llm_done = True
-        elif name in ("doc_dedup", "question_dedup", "decontaminate", "dataset"):
+        elif name in WHOLE_TABLE_STAGES:
             reasons = out_of_date_reasons(cfg, name, runs, versions)
             if running:
                 reasons = reasons or [f"inputs may change when {', '.join(running)} run"]

@@ -20,7 +20,9 @@ from jobs.common.runner import STAGE_MODULES
 from jobs.common.storage import TableStore
 from jobs.report import build_report
 
-INCREMENTAL = ("ingest", "annotate", "synthesize", "respond", "judge")
+# Stages whose every run rebuilds the whole output (the others add only what is pending).
+WHOLE_TABLE = ("doc_dedup", "question_dedup", "decontaminate", "semdedup", "dataset", "train_data",
+               "select_targeted", "select_traces")
 
 
 def words(s) -> int:
@@ -64,14 +66,13 @@ def expected_report(cfg, got: dict) -> dict:
     rc = cfg.report
     exp: dict = {"config": rc.model_dump(mode="json")}
     exp["tables"] = {}
-    for name in ["documents", "annotations", "questions", "responses", "judgments", "dataset", "contamination",
-                 "dedup_documents_clusters", "dedup_documents_pairs", "dedup_questions_clusters",
-                 "dedup_questions_pairs", "runs"]:
-        t = DeltaTable(os.path.join(root, name))
-        exp["tables"][name] = {"rows": len(t.to_pandas()), "version": t.version()}
-    for label in ("dclm", "finemath"):
-        t = DeltaTable(os.path.join(root, "sources", label))
-        exp["tables"][f"source:{label}"] = {"rows": len(t.to_pandas()), "version": t.version()}
+    for folder, dirs, _ in os.walk(root):
+        if "_delta_log" in dirs:
+            rel = os.path.relpath(folder, root)
+            label = "source:" + rel.split("/", 1)[1] if rel.startswith("sources/") else rel
+            t = DeltaTable(folder)
+            exp["tables"][label] = {"rows": len(t.to_pandas()), "version": t.version()}
+            dirs.clear()
 
     ds = read(root, "dataset")
     ds["source"] = ds["source"].fillna("unknown")
@@ -105,7 +106,7 @@ def expected_report(cfg, got: dict) -> dict:
     ok_runs = runs[runs["status"] == "ok"]
     drops: dict = {}
     for stage, part in ok_runs.groupby("stage"):
-        if stage not in INCREMENTAL:
+        if stage in WHOLE_TABLE:
             part = part[part["counts"].map(lambda c: "in" in c)].sort_values("finished_at").tail(1)
         for c in part["counts"]:
             for k, v in c.items():
@@ -157,6 +158,13 @@ def expected_report(cfg, got: dict) -> dict:
                               "contaminated_pct": pct(cont["item_id"].nunique(), checked),
                               "per_benchmark": {b: {"contaminated": int(per.get(b, 0)), "pct": pct(per.get(b, 0), checked)}
                                                 for b in names}}
+
+    emb = read(root, "question_embeddings")
+    emb = emb[(emb["status"] == "ok") & (emb["model"] == emb["model"].min())]
+    x = np.stack(emb["embedding"].map(lambda v: np.asarray(v, dtype=float)).to_list())
+    eig = np.sort(np.linalg.eigvalsh(np.cov(x, rowvar=False)))[::-1]
+    exp["embedding_map"] = {"explained_variance": [r(v, 6) for v in (eig / eig.sum())[:2]],
+                            "points": min(len(emb), rc.embedding_points)}
 
     n_docs = len(docs)
     stages = {}
@@ -216,7 +224,9 @@ def test_every_number_equals_an_independent_count(report):
     exp_numbers = numbers({k: exp[k] for k in exp if k != "examples"})
     assert set(got_numbers) == set(exp_numbers), set(got_numbers) ^ set(exp_numbers)
     for path, v in exp_numbers.items():
-        assert got_numbers[path] == pytest.approx(v, rel=1e-9, abs=1e-9), path
+        # PCA's explained variance comes from a different eigen-solver: equal to 4 decimals.
+        tol = 1e-4 if path.startswith(".embedding_map.explained_variance") else 1e-9
+        assert got_numbers[path] == pytest.approx(v, rel=tol, abs=tol), path
     # Every number the report holds is one of these or an example's score (checked below).
     top = numbers(got)
     assert {p for p in top if not p.startswith(".examples")} == set(got_numbers)
@@ -242,7 +252,7 @@ def test_images_are_valid_and_the_html_resolves_them(report):
 
     _, out, got = report
     assert {"funnel.png", "annotation_scores.png", "question_quality.png", "self_score.png", "response_words.png",
-            "dedup_documents.png", "decontamination.png", "cost.png"} <= set(got["images"])
+            "dedup_documents.png", "decontamination.png", "cost.png", "embedding_map.png"} <= set(got["images"])
     for name in got["images"]:
         path = out / name
         assert path.stat().st_size > 2000, name
@@ -265,7 +275,7 @@ def test_missing_and_empty_tables_become_notes(spark, tmp_path, capsys):
     cfg = validate_config({"storage": {"root": str(root)}, "pipeline": {"progress": False}}, "test")
     store = TableStore(spark, cfg.storage)
     store.overwrite("questions", spark.createDataFrame([], "question_id string, status string, question string"))
-    store.overwrite("embeddings", spark.createDataFrame(
+    store.overwrite("question_embeddings", spark.createDataFrame(
         [(f"q{i}", [float(i % 3), float(i), float(i * i % 7), 1.0]) for i in range(40)],
         "question_id string, embedding array<float>"))
     conf = tmp_path / "c.yaml"

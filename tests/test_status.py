@@ -82,11 +82,13 @@ def test_status_tables_and_stages_on_the_sample_run(sample_run, spark):
         assert t["rows"] == store.read(name).count(), name
         assert t["version"] == store.version(name), name
     assert by_table["source:dclm"]["rows"] == store.backend.read(cfg.expand("{root}/sources/dclm")).count()
-    assert by_table["embeddings"]["exists"] is False and by_table["embeddings"]["rows"] is None
+    assert by_table["semdedup_questions_clusters"]["exists"] is False
+    assert by_table["semdedup_questions_clusters"]["rows"] is None
 
     stages = {s["stage"]: s for s in st["stages"]}
     assert set(stages) >= {r["stage"] for r in rows}
     for r in rows:
+        assert r["status"] == "ok"
         s = stages[r["stage"]]
         assert s["last_status"] == "ok" and s["out_of_date"] == [], (r["stage"], s)
     runs = store.read("runs")
