@@ -45,8 +45,9 @@ FORMAT_VERSION = 1
 # Bumped whenever udfs.ngrams changes what a gram or its hash is; an index of another
 # version is refused rather than silently matching nothing.
 NORMALIZATION = ("lm-eval normalize_string (ASCII lower-case, ASCII punctuation deleted), str.split, "
-                 "' '.join of n tokens; texts under n tokens: one whole-sequence gram; xxh64 of UTF-8, signed int64")
-NORMALIZATION_VERSION = 1
+                 "n tokens; texts under n tokens: one whole-sequence gram after a marker token; each token's xxh64 "
+                 "of UTF-8 folded h = h * 0x9E3779B97F4A7C15 + t mod 2^64, then fmix64, signed int64")
+NORMALIZATION_VERSION = 2
 BUILTIN_INDEX = str(Path(__file__).resolve().parent / "benchmark_index")
 NGRAM_SCHEMA = "_ngram_hash long, _bench_key int"
 ITEM_SCHEMA = "_bench_key int, benchmark string, benchmark_item_id string"

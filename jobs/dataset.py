@@ -75,12 +75,18 @@ def build_dataset(ctx: StageContext) -> DataFrame:
 
 
 def export(ctx: StageContext, df: DataFrame) -> str:
-    target = ctx.cfg.expand(ctx.cfg.dataset.export_dir)
+    return write_export(ctx, df, ctx.cfg.dataset.export_dir, ctx.cfg.dataset.formats, ["question_id"])
+
+
+def write_export(ctx: StageContext, df: DataFrame, target_template: str, formats, order_by: list[str]) -> str:
+    """JSONL and/or Parquet copies of ``df`` under ``target_template`` ({root} expands), in
+    ``order_by`` order; shared by the dataset and the selection exports."""
     from jobs.common.storage import spark_handles, spark_uri, write_task_files
 
+    target = ctx.cfg.expand(target_template)
     scfg = ctx.cfg.storage
-    ordered = df.orderBy("question_id").coalesce(max(1, ctx.spark.sparkContext.defaultParallelism // 2))
-    for fmt in ctx.cfg.dataset.formats:
+    ordered = df.orderBy(*order_by).coalesce(max(1, ctx.spark.sparkContext.defaultParallelism // 2))
+    for fmt in formats:
         folder = f"{target}/{fmt}"
         if not spark_handles(ctx.spark, target, scfg):
             # This Spark cannot reach the storage (local pyspark, s3://): the tasks write the files.

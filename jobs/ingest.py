@@ -1,8 +1,11 @@
 """ingest: source tables (DCLM-baseline, FineMath, ...) -> ``documents``.
 
 Every source row either becomes a ``documents`` row or is counted under a drop reason.
-Bad text (null, empty, too short, too long) is kept with a non-ok ``status`` so it never
-disappears silently; selection (filter, sampling, max_docs) is counted, not stored.
+Bad text (null, empty, too short, too long, a JSONL line that does not parse) is kept with a
+non-ok ``status`` so it never disappears silently; selection (filter, sampling, max_docs) is
+counted, not stored. File-level problems (a missing or non-string text column, Parquet files
+whose schemas conflict, an unreadable path) stop the stage with a ``SourceError`` that names
+the source, the path, and the file and column where they are known.
 """
 from __future__ import annotations
 
@@ -37,37 +40,104 @@ def _fraction_hash(id_col: Column, seed: int) -> Column:
     return F.pmod(F.xxhash64(id_col, F.lit(seed)), F.lit(1_000_000)) / F.lit(1_000_000.0)
 
 
+# Spark's name for a JSONL line it could not parse (PERMISSIVE mode): such a line becomes a
+# documents row with status corrupt_record instead of failing the read or vanishing.
+CORRUPT = "_corrupt_record"
+
+
+class SourceError(ValueError):
+    """A file-level problem with a source: the message names the source, its path and the column."""
+
+
+def _first_line(e: BaseException) -> str:
+    return (str(e).strip().splitlines() or [type(e).__name__])[0][:500]
+
+
+def _parquet_type_conflicts(path: str, options: dict) -> list[str]:
+    """Which Parquet files under ``path`` disagree on a column's type (footers only; called
+    after Spark failed to merge the schemas, to name the files)."""
+    import pyarrow.fs as pafs
+    import pyarrow.parquet as pq
+
+    from jobs.common.storage import _filesystem, delta_uri
+
+    fs, base = _filesystem(delta_uri(path), options)
+    info = fs.get_file_info(base)
+    files = [base] if info.type == pafs.FileType.File else sorted(
+        f.path for f in fs.get_file_info(pafs.FileSelector(base, recursive=True))
+        if f.type == pafs.FileType.File and f.path.endswith(".parquet"))
+    seen: dict[str, tuple[str, str]] = {}
+    conflicts = []
+    for f in files:
+        with fs.open_input_file(f) as fh:
+            for field in pq.read_schema(fh):
+                first = seen.setdefault(field.name, (str(field.type), f))
+                if first[0] != str(field.type):
+                    conflicts.append(f"column {field.name!r} is {field.type} in {f} but {first[0]} in {first[1]}")
+    return conflicts
+
+
 def read_source(ctx: StageContext, src: SourceConfig) -> DataFrame:
+    """The source as a DataFrame; a file that cannot be read, or schemas that cannot be merged,
+    raise ``SourceError`` naming the source, the path and (where known) the file and column."""
     path = ctx.cfg.expand(src.path)
-    if src.format == "delta":
-        return ctx.store.backend.read(path)
-    if src.format == "parquet":
-        return ctx.spark.read.parquet(path)
-    return ctx.spark.read.json(path)
+    label = f"source {src.name!r} ({src.format} at {path})"
+    try:
+        if src.format == "delta":
+            df = ctx.store.backend.read(path)
+        elif src.format == "parquet":
+            # files written at different times may differ in columns: merge, do not take one file's
+            df = ctx.spark.read.option("mergeSchema", "true").parquet(path)
+        else:
+            df = (ctx.spark.read.option("mode", "PERMISSIVE").option("columnNameOfCorruptRecord", CORRUPT)
+                  .json(path))
+        df.schema  # noqa: B018  resolve now, so a read error is reported here, with the path
+    except Exception as e:
+        detail = _first_line(e)
+        if src.format == "parquet":
+            try:
+                conflicts = _parquet_type_conflicts(path, dict(ctx.cfg.storage.storage_options))
+            except Exception:  # naming the files is a courtesy; the read error stands without it
+                conflicts = []
+            if conflicts:
+                detail = "; ".join(conflicts[:5]) + f" ({detail})"
+        raise SourceError(f"{label}: cannot be read: {detail}") from e
+    return df
 
 
-def normalize_source(df: DataFrame, src: SourceConfig) -> DataFrame:
+def normalize_source(df: DataFrame, src: SourceConfig, path: str = "") -> DataFrame:
     """Map a source's columns onto the documents schema (before any filtering)."""
+    where = f" ({path})" if path else ""
     missing = [c for c in [src.text_col, *([src.url_col] if src.url_col else []), *src.keep_cols] if c not in df.columns]
     if missing:
-        raise ValueError(
-            f"source {src.name!r}: columns {missing} not found; available: {sorted(df.columns)}"
+        raise SourceError(
+            f"source {src.name!r}{where}: columns {missing} not found; available: {sorted(c for c in df.columns if c != CORRUPT)}"
         )
+    text_type = df.schema[src.text_col].dataType.simpleString()
+    if text_type != "string":
+        # a number, struct or array cast to string would be ingested as if it were page text
+        raise SourceError(f"source {src.name!r}{where}: text column {src.text_col!r} is {text_type}, expected string")
     meta = F.to_json(F.struct(*[F.col(c) for c in src.keep_cols])) if src.keep_cols else F.lit(None).cast("string")
     url = F.col(src.url_col).cast("string") if src.url_col else F.lit(None).cast("string")
+    corrupt = F.col(CORRUPT).isNotNull() if CORRUPT in df.columns else F.lit(False)
     return df.select(
         F.lit(src.name).alias("source"),
         url.alias("url"),
-        F.col(src.text_col).cast("string").alias("text"),
+        # an unparseable line keeps its raw content as text: evidence, and a distinct doc_id per line
+        F.when(corrupt, F.col(CORRUPT)).otherwise(F.col(src.text_col).cast("string")).alias("text")
+        if CORRUPT in df.columns else F.col(src.text_col).cast("string").alias("text"),
         meta.alias("meta"),
+        corrupt.alias("_corrupt"),
     )
 
 
 def classify_text(df: DataFrame, cfg: IngestConfig) -> DataFrame:
-    """Add n_chars and status: ok | null_text | empty_text | too_short | too_long."""
+    """Add n_chars and status: ok | corrupt_record | null_text | empty_text | too_short | too_long."""
     n = F.length(F.col("text"))
+    corrupt = F.col("_corrupt") if "_corrupt" in df.columns else F.lit(False)
     status = (
-        F.when(F.col("text").isNull(), "null_text")
+        F.when(corrupt, "corrupt_record")
+        .when(F.col("text").isNull(), "null_text")
         .when(F.col("text").rlike(r"^\s*$"), "empty_text")  # trim() strips only spaces, not newlines
         .when(n < cfg.min_chars, "too_short")
         .when(n > cfg.max_chars, "too_long")
@@ -87,7 +157,7 @@ def build_documents(ctx: StageContext) -> DataFrame:
         selected = raw
         if src.filter:
             selected = selected.where(F.expr(src.filter))
-        docs = normalize_source(selected, src)
+        docs = normalize_source(selected, src, ctx.cfg.expand(src.path))
         docs = docs.withColumn("doc_id", doc_id_col(F.col("source"), F.col("url"), F.col("text")))
         if src.sample_fraction is not None:
             docs = docs.where(_fraction_hash(F.col("doc_id"), cfg.seed) < src.sample_fraction)

@@ -72,13 +72,13 @@ def selfscore_chunk(ctx: StageContext, pairs: DataFrame) -> DataFrame:
     from udfs.parse_udf import selfscore_udf
 
     gen = _per_response(ctx, pairs, PROMPTS["self_score"], selfscore_sampling(ctx))
-    scored = gen.withColumn("score", selfscore_udf(ctx.cfg.judge.self_score_floor)(F.col("first_token_logprobs")))
-    status = row_status(F.when(F.col("score").isNull(), F.lit("no_logprobs")).otherwise(F.lit("ok")))
+    # status: ok, no_logprobs, or no_verdict (neither Yes nor No among the top k: no score)
+    scored = gen.withColumn("s", selfscore_udf(ctx.cfg.judge.self_score_floor)(F.col("first_token_logprobs")))
     return scored.select(
         "question_id", F.lit("self_score").alias("kind"), F.col("model").alias("judge_model"),
         "response_model", F.col("resp_idx").alias("sample_idx"),
-        status.alias("status"), "score",
-        F.when(F.col("score") > 0, "Yes").when(F.col("score") <= 0, "No").alias("verdict"),
+        row_status(F.col("s.status")).alias("status"), F.col("s.score").alias("score"),
+        F.when(F.col("s.score") > 0, "Yes").when(F.col("s.score") <= 0, "No").alias("verdict"),
         F.lit(None).cast("string").alias("improved_question"), F.lit(None).cast("string").alias("explanation"),
         F.col("text").alias("raw_output"), *GEN_COLS,
     )

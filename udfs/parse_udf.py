@@ -43,20 +43,28 @@ def parse_udf(name: str):
     return _parse
 
 
+def selfscore_series(logprobs: pd.Series, floor: float) -> pd.DataFrame:
+    """``score`` (logp(Yes) - logp(No)) and ``status`` (``udfs.llm.selfscore.STATUSES``) per row.
+
+    Arrow hands a ``map<string,double>`` over as a list of (key, value) pairs, or a dict."""
+    from udfs.llm.selfscore import self_score
+
+    def one(m):
+        if m is None or (isinstance(m, float) and pd.isna(m)):
+            return self_score(None, floor)
+        return self_score(m if isinstance(m, dict) else dict(m), floor)
+
+    rows = [one(m) for m in logprobs]
+    return pd.DataFrame({"score": pd.Series([s for s, _ in rows], dtype="float64", index=logprobs.index),
+                         "status": pd.Series([st for _, st in rows], dtype="object", index=logprobs.index)})
+
+
 def selfscore_udf(floor: float):
-    """A pandas UDF ``map<string,double> -> double``: logp(Yes) - logp(No) of the first token."""
+    """A pandas UDF ``map<string,double> -> struct<score double, status string>`` (see ``selfscore_series``)."""
     from pyspark.sql.functions import pandas_udf
 
-    from udfs.llm.selfscore import yes_no_score
-
-    @pandas_udf("double")
-    def _score(logprobs: pd.Series) -> pd.Series:
-        def one(m):
-            if m is None or (isinstance(m, float) and pd.isna(m)):
-                return None
-            d = dict(m) if not isinstance(m, dict) else m
-            return yes_no_score(d, floor)
-
-        return logprobs.map(one).astype("float64")
+    @pandas_udf("score double, status string")
+    def _score(logprobs: pd.Series) -> pd.DataFrame:
+        return selfscore_series(logprobs, floor)
 
     return _score

@@ -1,12 +1,13 @@
 """Parsers for the pipeline prompts' outputs (pure functions, executor side).
 
 Every parser returns a dict with a ``status``: ``ok`` or the reason the output could not be
-used (``empty``, ``no_json``, ``truncated``, ``invalid_json``, ``missing_field``,
-``invalid_value``, ...). They never raise on any input string; the raw output is kept by
+used (the per-parser sets are in ``STATUSES``). They never raise on any input string (numbers
+of any length, NaN/Infinity literals, lone surrogates, deep nesting); the raw output is kept by
 the caller next to the status.
 """
 from __future__ import annotations
 
+import functools
 import json
 import re
 from typing import Any, Optional
@@ -21,26 +22,43 @@ _DOC_REFERENCE = re.compile(
     r"\b(according to|based on|in|from|described in|mentioned in) the (document|text|passage|article|page|post)\b",
     re.I,
 )
+# Digits kept from a number: Python's int() refuses strings over 4,300 digits, and no
+# score has more than a few. A longer run is read as a bigger number than any valid score.
+_MAX_DIGITS = 32
+_COMMON_FAILURES = ("empty", "no_json", "truncated", "invalid_json", "missing_field", "invalid_value")
+# The documented status values of each parser (``ok`` plus its failure reasons).
+STATUSES: dict[str, frozenset] = {
+    "annotation": frozenset(("ok", *_COMMON_FAILURES)),
+    "question": frozenset(("ok", "not_self_contained", "empty_question", "question_too_short", *_COMMON_FAILURES)),
+    "quality": frozenset(("ok", *_COMMON_FAILURES)),
+    "verdict": frozenset(("ok", *_COMMON_FAILURES)),
+}
 NULL_ANSWERS = {"", "null", "none", "n/a", "na", "not available", "no reference", "unknown", "-"}
+
+
+_BRACE_SCAN = re.compile(r"[{}\"'\\]")
+# Opening braces tried as the start of an object. Each try scans to its closing brace, so
+# without a cap a deeply nested or brace-heavy output costs quadratic time on one row.
+_MAX_STARTS = 32
 
 
 def _balanced_object(text: str, start: int) -> Optional[str]:
     """The ``{...}`` starting at ``start`` with braces balanced outside strings, or None if it never closes."""
     depth = 0
-    in_str = False
-    esc = False
     quote = ""
-    for i in range(start, len(text)):
-        ch = text[i]
-        if in_str:
-            if esc:
-                esc = False
-            elif ch == "\\":
-                esc = True
+    esc_at = -1
+    # only braces, quotes and backslashes change the state: jump between them at regex speed
+    for m in _BRACE_SCAN.finditer(text, start):
+        ch, i = m.group(), m.start()
+        if quote:
+            if i == esc_at:
+                continue
+            if ch == "\\":
+                esc_at = i + 1
             elif ch == quote:
-                in_str = False
+                quote = ""
         elif ch in "\"'":
-            in_str, quote = True, ch
+            quote = ch
         elif ch == "{":
             depth += 1
         elif ch == "}":
@@ -77,15 +95,19 @@ def extract_json_object(text: Optional[str]) -> tuple[Optional[dict], str]:
     saw_open = False
     for src in sources:
         pos = src.find("{")
-        while pos != -1:
+        starts = 0
+        while pos != -1 and starts < _MAX_STARTS:
             saw_open = True
+            starts += 1
             candidate = _balanced_object(src, pos)
             if candidate is None:
                 break
             for attempt in _repairs(candidate):
                 try:
                     obj = json.loads(attempt)
-                except (json.JSONDecodeError, ValueError):
+                except (ValueError, RecursionError):
+                    # ValueError covers JSONDecodeError and ints beyond Python's digit limit;
+                    # RecursionError a nesting deeper than the interpreter's stack.
                     continue
                 if isinstance(obj, dict):
                     return obj, "ok"
@@ -100,6 +122,18 @@ def extract_json_object(text: Optional[str]) -> tuple[Optional[dict], str]:
     return None, "invalid_json"
 
 
+def _digits_int(digits: str) -> int:
+    """int() of a digit run of any length: runs longer than ``_MAX_DIGITS`` are capped (still
+    far out of every score range) instead of raising Python's int-size ValueError.
+
+    >>> _digits_int("7" * 100_000) > 10**30
+    True
+    """
+    sign = -1 if digits.startswith("-") else 1
+    digits = digits.lstrip("-").lstrip("0") or "0"
+    return sign * int(digits[:_MAX_DIGITS])
+
+
 def _to_int(value: Any) -> Optional[int]:
     """4, 4.0, "4", "4/4", "4 out of 4", "Score: 4" -> 4; anything else -> None."""
     if isinstance(value, bool):
@@ -107,12 +141,12 @@ def _to_int(value: Any) -> Optional[int]:
     if isinstance(value, int):
         return value
     if isinstance(value, float):
-        return int(value) if value.is_integer() else None
+        return int(value) if value.is_integer() else None  # NaN and +-inf are not integers
     if isinstance(value, str):
-        m = re.search(r"-?\d+(?:\.\d+)?", value)
+        m = re.search(r"(-?\d+)(?:\.(\d+))?", value)
         if m:
-            f = float(m.group(0))
-            return int(f) if f.is_integer() else None
+            whole, frac = m.group(1), m.group(2)
+            return _digits_int(whole) if not frac or not frac.strip("0") else None
     return None
 
 
@@ -120,6 +154,31 @@ def _fail(status: str, **fields) -> dict:
     return {"status": status, **fields}
 
 
+def valid_utf8(text: str) -> str:
+    """``text`` with lone surrogates (a JSON ``"\\ud800"`` escape decodes to one) replaced by
+    U+FFFD: Arrow and Parquet store UTF-8, which cannot encode them, so one such row would
+    fail the whole task. Surrogate pairs become the character they encode.
+
+    >>> valid_utf8("a\\ud800b") == "a\\ufffdb", valid_utf8("\\ud83d\\ude00") == "\\U0001f600"
+    (True, True)
+    """
+    try:
+        text.encode("utf-8")
+        return text
+    except UnicodeEncodeError:
+        return text.encode("utf-16", "surrogatepass").decode("utf-16", "replace")
+
+
+def _text_fields_valid(parse):
+    """Every string a parser returns is valid UTF-8 (see ``valid_utf8``)."""
+    @functools.wraps(parse)
+    def wrapper(*args, **kwargs) -> dict:
+        return {k: valid_utf8(v) if isinstance(v, str) else v for k, v in parse(*args, **kwargs).items()}
+
+    return wrapper
+
+
+@_text_fields_valid
 def parse_annotation(text: Optional[str]) -> dict:
     """Scores 0-4 on the four axes plus a domain label.
 
@@ -134,7 +193,7 @@ def parse_annotation(text: Optional[str]) -> dict:
         for axis in AXES:
             m = re.search(rf"\b{axis}\b\"?\s*[:=]\s*\"?(\d+)", text or "", re.I)
             if m:
-                found[axis] = int(m.group(1))
+                found[axis] = _digits_int(m.group(1))
         if len(found) == len(AXES) and all(0 <= v <= AXIS_MAX for v in found.values()):
             return {"status": "ok", **found, "domain": None}
         return _fail(status, **empty)
@@ -182,6 +241,7 @@ def answer_bucket(reference: Optional[str]) -> str:
     return "single_word" if n == 1 else ("short" if n < 10 else "long")
 
 
+@_text_fields_valid
 def parse_question(text: Optional[str], min_chars: int = 20) -> dict:
     empty = {"question": None, "reference_answer": None, "answer_bucket": "none"}
     obj, status = extract_json_object(text)
@@ -203,13 +263,14 @@ def parse_question(text: Optional[str], min_chars: int = 20) -> dict:
     return {"status": "ok", **result}
 
 
+@_text_fields_valid
 def parse_quality(text: Optional[str]) -> dict:
     empty = {"score": None, "improved_question": None}
     obj, status = extract_json_object(text)
     if obj is None:
         m = re.search(r"question_quality_score\"?\s*[:=]\s*(\d+)", text or "")
-        if m and 1 <= int(m.group(1)) <= 10:
-            return {"status": "ok", "score": float(m.group(1)), "improved_question": None}
+        if m and 1 <= (score := _digits_int(m.group(1))) <= 10:
+            return {"status": "ok", "score": float(score), "improved_question": None}
         return _fail(status, **empty)
     lowered = {str(k).strip().lower(): v for k, v in obj.items()}
     if "question_quality_score" not in lowered:
@@ -225,6 +286,7 @@ def parse_quality(text: Optional[str]) -> dict:
 _YES_NO = re.compile(r"\b(yes|no)\b", re.I)
 
 
+@_text_fields_valid
 def parse_verdict(text: Optional[str]) -> dict:
     """Yes/No with an explanation; falls back to the first standalone Yes or No."""
     obj, status = extract_json_object(text)

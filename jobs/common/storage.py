@@ -51,6 +51,40 @@ class ConcurrentWriteError(StorageError):
     pass
 
 
+# --------------------------------------------------------------------------- fault injection
+
+# Test-only: ``NR_FAULT=point@table:n[:delay_ms]`` SIGKILLs this process the n-th time a commit
+# to ``table`` (the folder's name) reaches ``point`` — at once, or ``delay_ms`` later from a
+# timer thread, so the kill lands while the step after the point runs. The kill-and-resume
+# trials (tests/test_kill_resume.py) use it to stop ``nr run`` exactly between a chunk's
+# Parquet write and its Delta commit (``before_commit``), during the commit (``before_commit``
+# with a delay) and right after it (``after_commit``), which timing alone hits only by chance.
+# Unset, it costs one environment lookup per commit.
+FAULT_ENV = "NR_FAULT"
+_fault_hits: dict[str, int] = {}
+
+
+def fault_point(point: str, path: str) -> None:
+    spec = os.environ.get(FAULT_ENV)
+    if not spec:
+        return
+    where, _, rest = spec.partition(":")
+    if where != f"{point}@{path.rstrip('/').rsplit('/', 1)[-1]}":
+        return
+    nth, _, delay_ms = rest.partition(":")
+    _fault_hits[where] = _fault_hits.get(where, 0) + 1
+    if _fault_hits[where] != int(nth or 1):
+        return
+    import signal
+    import threading
+
+    log.warning("%s=%s: killing this process", FAULT_ENV, spec)
+    if delay_ms:
+        threading.Timer(int(delay_ms) / 1000, os.kill, (os.getpid(), signal.SIGKILL)).start()
+    else:
+        os.kill(os.getpid(), signal.SIGKILL)
+
+
 # --------------------------------------------------------------------------- paths
 
 
@@ -239,6 +273,17 @@ class DeltaBackend:
     def append(self, path: str, df: DataFrame) -> int: ...
     def overwrite(self, path: str, df: DataFrame) -> int: ...
     def append_new(self, path: str, df: DataFrame, keys: Sequence[str]) -> int: ...
+    def delete_where(self, path: str, predicate: str) -> None: ...
+
+    # Chunked, idempotent appends (the stage runner's chunk commits): ``stage_append`` writes a
+    # chunk's files without making them visible, ``commit_staged`` adds them in one commit that
+    # carries Delta's application transaction (``app_id``, ``txn_version``), and
+    # ``txn_version`` reads back the last committed version of ``app_id``.
+    def stage_append(self, path: str, df: DataFrame) -> "_Staged": ...
+    def staged_location(self, path: str, staged: "_Staged") -> str: ...
+    def commit_staged(self, path: str, staged: "_Staged", app_id: str, txn_version: int) -> bool: ...
+    def discard_staged(self, path: str, staged: "_Staged") -> None: ...
+    def txn_version(self, path: str, app_id: str) -> Optional[int]: ...
 
 
 def _check_schema(path: str, table_schema: "pa.Schema | list[tuple[str, str]]", new: list[tuple[str, str]]) -> None:
@@ -265,8 +310,36 @@ def _spark_fields(df: DataFrame) -> list[tuple[str, str]]:
     return [(f.name, f.dataType.simpleString()) for f in df.schema.fields]
 
 
+# Delta's optimistic-concurrency failures (delta.exceptions / io.delta.exceptions): another
+# writer committed between our read and our commit. Retrying re-reads the table.
+_NATIVE_CONFLICTS = ("ConcurrentAppendException", "ConcurrentDeleteReadException", "ConcurrentDeleteDeleteException",
+                     "ConcurrentTransactionException", "ConcurrentWriteException", "MetadataChangedException",
+                     "ProtocolChangedException", "DELTA_CONCURRENT_")
+
+
+def _is_native_conflict(e: BaseException) -> bool:
+    text = f"{type(e).__name__} {e}"
+    return any(name in text for name in _NATIVE_CONFLICTS)
+
+
+def _is_already_exists(e: BaseException) -> bool:
+    text = str(e).lower()
+    return "already exists" in text or "path_already_exists" in text
+
+
 class NativeDelta(DeltaBackend):
+    """Delta through the session's own Delta support (delta-spark or Databricks).
+
+    Every write returns the number of rows it committed: each commit is tagged with a unique
+    ``userMetadata`` and its ``operationMetrics`` (``numOutputRows``, ``numTargetRowsInserted``)
+    are read back from the table's history, so the figure is Delta's own even when a
+    concurrent writer commits around ours. A keyed append whose rows are all present commits
+    nothing (the table's version stays), and a conflicting concurrent commit is retried up to
+    ``storage.commit_retries`` times.
+    """
+
     name = "native"
+    _TAG_CONF = "spark.databricks.delta.commitInfo.userMetadata"
 
     def _dt(self, path: str):
         from delta.tables import DeltaTable
@@ -289,32 +362,139 @@ class NativeDelta(DeltaBackend):
             r = r.option("versionAsOf", version)
         return r.load(path)
 
+    def _save(self, path: str, df: DataFrame, mode: str, tag: str) -> None:
+        w = df.write.format("delta").mode(mode).option("userMetadata", tag)
+        if mode == "overwrite":
+            w = w.option("overwriteSchema", "true")
+        w.save(path)
+
+    def _committed_rows(self, path: str, tag: str, metric: str, fallback) -> int:
+        """The ``metric`` of the commit tagged ``tag``; ``fallback()`` when history has no metrics
+        (``spark.databricks.delta.history.metricsEnabled`` off)."""
+        from pyspark.sql import functions as F
+
+        hist = self._dt(path).history(50).where(F.col("userMetadata") == tag).select("operationMetrics").limit(1)
+        rows = hist.collect()
+        metrics = dict(rows[0][0] or {}) if rows else {}
+        if metric in metrics:
+            return int(metrics[metric])
+        log.debug("%s: commit %s has no %s in its history; counting the rows instead", path, tag, metric)
+        return int(fallback())
+
+    def _with_retries(self, path: str, attempt_fn):
+        retries = self.cfg.commit_retries
+        for attempt in range(retries + 1):
+            try:
+                return attempt_fn()
+            except Exception as e:
+                if not _is_native_conflict(e) or attempt == retries:
+                    if _is_native_conflict(e):
+                        raise ConcurrentWriteError(f"{path}: gave up after {retries + 1} conflicting commits: {e}") from e
+                    raise
+                log.warning("%s: another writer committed first (%s); retry %d/%d", path, type(e).__name__,
+                            attempt + 1, retries)
+                time.sleep(min(0.1 * 2**attempt, 5))
+
     def _write(self, path: str, df: DataFrame, mode: str) -> int:
         if mode == "append" and self.exists(path):
             _check_schema(path, _spark_fields(self.read(path)), _spark_fields(df))
-        df.write.format("delta").mode(mode).save(path)
-        return -1
+        tag = f"nr-{uuid.uuid4().hex}"
+        self._with_retries(path, lambda: self._save(path, df, mode, tag))
+        return self._committed_rows(path, tag, "numOutputRows", df.count)
 
     def append(self, path: str, df: DataFrame) -> int:
         return self._write(path, df, "append")
 
     def overwrite(self, path: str, df: DataFrame) -> int:
-        df.write.format("delta").mode("overwrite").option("overwriteSchema", "true").save(path)
-        return -1
+        return self._write(path, df, "overwrite")
 
     def append_new(self, path: str, df: DataFrame, keys: Sequence[str]) -> int:
+        keys = list(keys)
+        df = df.dropDuplicates(keys)
+        tag = f"nr-{uuid.uuid4().hex}"
+
+        def attempt() -> int:
+            if not self.exists(path):
+                try:
+                    # errorifexists: a writer that created the table first turns this into a keyed merge
+                    self._save(path, df, "errorifexists", tag)
+                    return self._committed_rows(path, tag, "numOutputRows", df.count)
+                except Exception as e:
+                    if not _is_already_exists(e):
+                        raise
+                    log.info("%s: created concurrently; merging into it", path)
+            _check_schema(path, _spark_fields(self.read(path)), _spark_fields(df))
+            # The rows not yet present, computed once: when there are none, nothing is committed
+            # (a re-run leaves the table's version as it is); otherwise MERGE inserts them, and
+            # Delta's conflict check sees a writer that slipped in between.
+            existing = self.read(path).select(*keys)
+            cond = [df[k].eqNullSafe(existing[k]) for k in keys]
+            new = df.join(existing, cond, "left_anti").persist()
+            try:
+                n = new.count()
+                if n == 0:
+                    return 0
+                merge_cond = " AND ".join(f"t.`{k}` <=> s.`{k}`" for k in keys)
+                prev = self.spark.conf.get(self._TAG_CONF, None)
+                self.spark.conf.set(self._TAG_CONF, tag)
+                try:
+                    self._dt(path).alias("t").merge(new.alias("s"), merge_cond).whenNotMatchedInsertAll().execute()
+                finally:
+                    if prev is None:
+                        self.spark.conf.unset(self._TAG_CONF)
+                    else:
+                        self.spark.conf.set(self._TAG_CONF, prev)
+                return self._committed_rows(path, tag, "numTargetRowsInserted", lambda: n)
+            finally:
+                new.unpersist()
+
+        return self._with_retries(path, attempt)
+
+    def delete_where(self, path: str, predicate: str) -> None:
+        self._with_retries(path, lambda: self._dt(path).delete(predicate))
+
+    def stage_append(self, path: str, df: DataFrame) -> "_Staged":
+        # Delta's writer commits as it writes: stage as Parquet in a folder Delta ignores (a
+        # leading underscore), then commit_staged copies it in with txnAppId/txnVersion.
+        folder = f"_nr_staged/part-{uuid.uuid4().hex}"
+        df.write.mode("errorifexists").parquet(f"{path.rstrip('/')}/{folder}")
+        return _Staged(folder, [], None, -1)
+
+    def staged_location(self, path: str, staged: "_Staged") -> str:
+        return f"{path.rstrip('/')}/{staged.folder}"
+
+    def commit_staged(self, path: str, staged: "_Staged", app_id: str, txn_version: int) -> bool:
+        done = self.txn_version(path, app_id)
+        if done is not None and done >= txn_version:
+            self.discard_staged(path, staged)
+            return False
+        data = self.spark.read.parquet(self.staged_location(path, staged))
+        if self.exists(path):
+            _check_schema(path, _spark_fields(self.read(path)), _spark_fields(data))
+        # Delta skips a write whose (txnAppId, txnVersion) it has already committed.
+        (data.write.format("delta").mode("append").option("txnAppId", app_id)
+         .option("txnVersion", int(txn_version)).save(path))
+        self.discard_staged(path, staged)
+        return True
+
+    def discard_staged(self, path: str, staged: "_Staged") -> None:
+        jvm = self.spark._jvm
+        target = jvm.org.apache.hadoop.fs.Path(self.staged_location(path, staged))
+        target.getFileSystem(self.spark._jsc.hadoopConfiguration()).delete(target, True)
+
+    def txn_version(self, path: str, app_id: str) -> Optional[int]:
         if not self.exists(path):
-            df = df.dropDuplicates(list(keys))
-            self.overwrite(path, df)
-            return -1
-        _check_schema(path, _spark_fields(self.read(path)), _spark_fields(df))
-        cond = " AND ".join(f"t.`{k}` <=> s.`{k}`" for k in keys)
-        # MERGE is Delta's own conflict-checked keyed insert: a concurrent writer's rows are seen.
-        (
-            self._dt(path).alias("t").merge(df.dropDuplicates(list(keys)).alias("s"), cond)
-            .whenNotMatchedInsertAll().execute()
-        )
-        return -1
+            return None
+        jvm = self.spark._jvm
+        try:  # Delta's own snapshot (the signature of update() moved between Delta releases)
+            log_ = jvm.org.apache.spark.sql.delta.DeltaLog.forTable(self.spark._jsparkSession, path)
+            got = log_.update(False, jvm.scala.Option.empty(), jvm.scala.Option.empty()).transactions().get(app_id)
+            return int(got.get()) if got.isDefined() else None
+        except Exception:
+            from deltalake import DeltaTable
+
+            return DeltaTable(delta_uri(path), storage_options=dict(self.cfg.storage_options) or None
+                              ).transaction_version(app_id)
 
 
 @dataclass
@@ -420,7 +600,8 @@ class BridgeDelta(DeltaBackend):
         except OSError:
             log.warning("could not remove uncommitted files in %s/%s", path, staged.folder)
 
-    def _commit(self, path: str, staged: _Staged, mode: str, expected_version: Optional[int]) -> None:
+    def _commit(self, path: str, staged: _Staged, mode: str, expected_version: Optional[int],
+                txns: Sequence = ()) -> None:
         """Commit ``staged`` as version ``expected_version + 1`` and nothing else.
 
         delta-rs would rebase a blind append onto a newer version by itself; with no
@@ -434,13 +615,15 @@ class BridgeDelta(DeltaBackend):
         opts = self._options() or None
         if expected_version is None:
             create_table_with_add_actions(uri, DeltaSchema.from_arrow(staged.schema), staged.files, mode="error",
-                                          storage_options=opts)
+                                          storage_options=opts,
+                                          commit_properties=CommitProperties(app_transactions=list(txns)) if txns else None)
             return
         dt = DeltaTable(uri, storage_options=opts, version=expected_version)
         if mode == "append":
             _check_schema(path, _arrow_fields(pa.schema(dt.schema().to_arrow())), _arrow_fields(staged.schema))
         dt.create_write_transaction(list(staged.files), mode=mode, schema=staged.schema,
-                                    commit_properties=CommitProperties(max_commit_retries=0))
+                                    commit_properties=CommitProperties(max_commit_retries=0,
+                                                                       app_transactions=list(txns) or None))
 
     def _write(self, path: str, df: DataFrame, mode: str, keys: Optional[Sequence[str]] = None) -> int:
         from deltalake.exceptions import CommitFailedError, DeltaError
@@ -460,7 +643,9 @@ class BridgeDelta(DeltaBackend):
                     self._discard(path, staged)  # nothing new: leave the table's version as it is
                     return 0
             try:
+                fault_point("before_commit", path)  # the Parquet files are written, the commit is not
                 self._commit(path, staged, mode, read_version)
+                fault_point("after_commit", path)
                 return staged.rows
             except CommitFailedError as e:
                 reason = str(e)
@@ -489,6 +674,59 @@ class BridgeDelta(DeltaBackend):
 
     def append_new(self, path: str, df: DataFrame, keys: Sequence[str]) -> int:
         return self._write(path, df, "append", keys=keys)
+
+    def stage_append(self, path: str, df: DataFrame) -> _Staged:
+        return self._stage(path, df)
+
+    def staged_location(self, path: str, staged: _Staged) -> str:
+        return spark_uri(delta_uri(path).rstrip("/") + "/" + staged.folder, self.cfg.spark_s3_scheme)
+
+    def commit_staged(self, path: str, staged: _Staged, app_id: str, txn_version: int) -> bool:
+        """One append of the staged files that records (``app_id``, ``txn_version``); False (and
+        the files removed) when that transaction is already in the log. A conflict with another
+        writer re-checks the transaction and retries: the files are a blind append."""
+        from deltalake.exceptions import CommitFailedError, DeltaError
+        from deltalake.transaction import Transaction
+
+        txn = Transaction(app_id=app_id, version=int(txn_version), last_updated=int(time.time() * 1000))
+        for attempt in range(self.cfg.commit_retries + 1):
+            read_version = self.version(path)
+            done = self.txn_version(path, app_id) if read_version is not None else None
+            if done is not None and done >= txn_version:
+                self._discard(path, staged)
+                return False
+            try:
+                self._commit(path, staged, "append", read_version, txns=[txn])
+                return True
+            except CommitFailedError as e:
+                reason = str(e)
+            except DeltaError as e:
+                if not (read_version is None and "exist" in str(e).lower()):
+                    raise
+                reason = "table created concurrently"
+            log.warning("%s: another writer committed first (%s); retry %d/%d", path, reason, attempt + 1,
+                        self.cfg.commit_retries)
+            time.sleep(min(0.1 * 2**attempt, 5))
+        raise ConcurrentWriteError(f"{path}: gave up after {self.cfg.commit_retries + 1} conflicting commits")
+
+    def discard_staged(self, path: str, staged: _Staged) -> None:
+        self._discard(path, staged)
+
+    def txn_version(self, path: str, app_id: str) -> Optional[int]:
+        return self._table(path).transaction_version(app_id) if self.exists(path) else None
+
+    def num_rows(self, path: str) -> Optional[int]:
+        """Rows in the current snapshot from the log's per-file statistics (no data read);
+        None when a file has no numRecords."""
+        if not self.exists(path):
+            return None
+        actions = self._table(path).get_add_actions(flatten=True)
+        counts = actions.column("num_records").to_pylist() if "num_records" in actions.schema.names else [None]
+        return None if any(c is None for c in counts) else int(sum(counts))
+
+    def delete_where(self, path: str, predicate: str) -> None:
+        # delta-rs rewrites the files holding matching rows and commits once (conflict-checked)
+        self._table(path).delete(predicate)
 
 
 def _has_deletion_vectors(dt) -> bool:
@@ -622,6 +860,39 @@ class TableStore:
     def append_new(self, name: str, df: DataFrame, keys: Sequence[str]) -> int:
         """Append the rows whose keys are not in the table yet (idempotent under retries)."""
         return self.backend.append_new(self.path(name), df, keys)
+
+    def stage_append(self, name: str, df: DataFrame) -> _Staged:
+        """Write ``df``'s files for ``name`` without committing them (see ``commit_staged``)."""
+        return self.backend.stage_append(self.path(name), df)
+
+    def staged_location(self, name: str, staged: _Staged) -> str:
+        """Where Spark reads the staged files (their counts come from one aggregation there)."""
+        return self.backend.staged_location(self.path(name), staged)
+
+    def commit_staged(self, name: str, staged: _Staged, app_id: str, txn_version: int) -> bool:
+        """Commit staged files once: False when (``app_id``, ``txn_version``) is already committed."""
+        return self.backend.commit_staged(self.path(name), staged, app_id, txn_version)
+
+    def discard_staged(self, name: str, staged: _Staged) -> None:
+        self.backend.discard_staged(self.path(name), staged)
+
+    def txn_version(self, name: str, app_id: str) -> Optional[int]:
+        """The last transaction version ``app_id`` committed to ``name`` (None: none, or no table)."""
+        return self.backend.txn_version(self.path(name), app_id)
+
+    def num_rows(self, name: str) -> Optional[int]:
+        """Row count from the Delta log's statistics, without reading data; None when unknown."""
+        fn = getattr(self.backend, "num_rows", None)
+        return fn(self.path(name)) if fn is not None else None
+
+    def delete_where(self, name: str, predicate: str) -> int:
+        """Delete the rows matching a SQL ``predicate``; returns how many. No match, no commit."""
+        if not self.exists(name):
+            return 0
+        n = self.read(name).where(predicate).count()
+        if n:
+            self.backend.delete_where(self.path(name), predicate)
+        return n
 
     def keys_present(self, name: str, keys: Sequence[str]) -> Optional[DataFrame]:
         return self.read(name).select(*keys).distinct() if self.exists(name) else None
