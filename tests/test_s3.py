@@ -268,3 +268,8 @@ def test_nr_decontaminate_reads_parquet_and_benchmarks_from_s3_and_writes_to_s3(
     assert [(r["item_id"], r["benchmark"], r["benchmark_item_id"]) for r in rows] == [("7", "mine", "b1")]
     checked = capsys.readouterr().out
     assert "math (" in checked and "mine (1 items" in checked, checked
+    # A clean input still leaves a readable, empty contamination table.
+    assert cli_main(["--input", s3.uri("items"), "--input-format", "parquet", "--id-col", "key",
+                     "--text-col", "text", "--output", s3.uri("clean"), "--index", s3.uri("index"),
+                     *storage_args(s3)]) == 0
+    assert read_parquet_s3(s3, "clean/contamination").num_rows == 0

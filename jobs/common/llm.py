@@ -58,7 +58,18 @@ def with_prompt(df: DataFrame, prompt_name: str, out_col: str = "messages") -> D
 
 def output_schema(df: DataFrame, key_cols: Sequence[str], passthrough: Sequence[str]) -> StructType:
     fields = [df.schema[c] for c in list(key_cols) + list(passthrough)]
-    return StructType(fields + list(StructType.fromDDL(OUTPUT_FIELDS).fields))
+    return StructType(fields + list(ddl_struct(OUTPUT_FIELDS).fields))
+
+
+def ddl_struct(ddl: str) -> StructType:
+    """A DDL column list as a StructType: ``StructType.fromDDL`` on Spark >= 4.0; Spark 3.5
+    (EMR 7) parses it through the active context."""
+    from_ddl = getattr(StructType, "fromDDL", None)
+    if from_ddl is not None:
+        return from_ddl(ddl)
+    from pyspark.sql.types import _parse_datatype_string
+
+    return _parse_datatype_string(ddl)
 
 
 def _partitions(df: DataFrame, model: ModelConfig) -> int:

@@ -159,7 +159,16 @@ def write_task_files(spark: SparkSession, df: DataFrame, folder: str, fmt: str, 
     nrfs.require_bucket(folder, opts)  # on the driver: a clear error before any task starts
     nrfs.delete_dir(folder, opts)
     written = df.mapInArrow(functools.partial(body, folder=folder, options=opts), "path string, rows long")
-    return int(sum(r["rows"] for r in written.collect()))  # one small row per partition
+    rows = int(sum(r["rows"] for r in written.collect()))  # one small row per partition
+    if rows == 0:
+        # No task wrote a file, and an object store has no empty folders: leave one empty file
+        # (with the schema, for Parquet) so the output exists and reads back as zero rows.
+        from pyspark.sql.pandas.types import to_arrow_schema
+
+        with nrfs.open_output(nrfs.join(folder, f"part-00000.{'json' if fmt == 'jsonl' else fmt}"), opts) as f:
+            if fmt == "parquet":
+                pq.write_table(to_arrow_schema(df.schema).empty_table(), f)
+    return rows
 
 
 def write_parquet(spark: SparkSession, df: DataFrame, folder: str, cfg: StorageConfig, mode: str = "overwrite") -> None:
