@@ -1,7 +1,8 @@
 """Decontamination benchmark: `nr decontaminate` against lm-eval-harness's janitor, same run.
 
     .venv/bin/python -m pip install --no-deps lm-eval==0.4.13   # the janitor only, not its dependencies
-    .venv/bin/python benchmarks/bench_decontaminate.py --n 200000 [--contaminated 0.04] [--seed 0] [--workdir DIR]
+    .venv/bin/python benchmarks/bench_decontaminate.py --n 1000000 [--docs 100000] [--contaminated 0.04] [--seed 0]
+        [--workdir DIR]
 
 1. Items: ``--n`` generated questions. Most are spans of real web text (the DCLM sample in
    ../shared/data/corpus) framed as questions; a fraction (``--contaminated``) is built from
@@ -42,7 +43,7 @@ import time
 
 REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 sys.path.insert(0, REPO)
-SHARED = os.path.abspath(os.path.join(REPO, "..", "shared", "data"))
+SHARED = os.environ.get("NR_SHARED_DATA", os.path.abspath(os.path.join(REPO, "..", "shared", "data")))
 
 FRAMES = ["{}", "Question: {}", "{} What is the answer?", "Explain: {}", "Can you help with this? {}",
           "{} Show your reasoning.", "In the text below, {}"]
@@ -129,17 +130,80 @@ def make_items(n: int, contaminated: float, seed: int, benchmarks_dir: str) -> t
 # --------------------------------------------------------------------------- ours
 
 
-def run_ours(spark, input_path: str, out: str, benchmarks_dir: str, tokenize: str) -> tuple[float, set]:
+def run_ours(spark, input_path: str, out: str, benchmarks_dir: str, tokenize: str,
+             text_col: str = "question") -> tuple[float, set]:
     from jobs.decontaminate import cli_main
 
     t = time.perf_counter()
-    rc = cli_main(["--input", input_path, "--input-format", "parquet", "--id-col", "id", "--text-col", "question",
-                   "--output", out, "--benchmarks-dir", benchmarks_dir, "--tokenize", tokenize])
+    rc = cli_main(["--input", input_path, "--input-format", "parquet", "--id-col", "id", "--text-col", text_col,
+                   "--output", out, "--benchmarks-dir", benchmarks_dir, "--tokenize", tokenize, "--engine", "spark"])
     secs = time.perf_counter() - t
     if rc != 0:
         sys.exit(f"nr decontaminate failed with exit code {rc}")
     flags = {r[0] for r in spark.read.parquet(os.path.join(out, "contamination")).select("item_id").distinct().collect()}
     return secs, flags
+
+
+def fixed_cost(items: list[tuple[str, str]], workdir: str) -> float:
+    """Seconds from process start to exit of ``nr decontaminate`` on these items (the built-in index)."""
+    import subprocess
+
+    import pandas as pd
+
+    src = os.path.join(workdir, f"fixed_{len(items)}.parquet")
+    pd.DataFrame(items, columns=["id", "question"]).to_parquet(src, index=False)
+    env = dict(os.environ, PYTHONPATH=os.pathsep.join([REPO, os.environ.get("PYTHONPATH", "")]))
+    t0 = time.perf_counter()
+    subprocess.run([sys.executable, "-m", "jobs.cli", "decontaminate", "--input", src, "--input-format", "parquet",
+                    "--id-col", "id", "--text-col", "question", "--output", os.path.join(workdir, "fixed_out")],
+                   check=True, env=env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    return time.perf_counter() - t0
+
+
+def make_documents(n: int, contaminated: float, seed: int, benchmarks_dir: str) -> list[tuple[str, str]]:
+    """DCLM-length pages (about 3,000 characters of web text), a fraction with a benchmark question inside."""
+    from jobs.benchmarks import BUILTIN, load_benchmark
+
+    rng = random.Random(seed + 1)
+    bench = [t for b in BUILTIN for t in load_benchmark(b, benchmarks_dir)["text"] if len(t.split()) >= 13]
+    words = []
+    with open(os.path.join(SHARED, "corpus", "dclm_cc_pages.jsonl")) as f:
+        for line in f:
+            words.extend(json.loads(line)["text"].split())
+    docs = []
+    for i in range(n):
+        k = max(60, int(rng.lognormvariate(6.0, 0.5)))  # about 480 words, 3,000 characters
+        s = rng.randrange(len(words) - k)
+        page = words[s:s + k]
+        if rng.random() < contaminated:
+            at = rng.randrange(len(page))
+            page = page[:at] + rng.choice(bench).split() + page[at:]
+        docs.append((f"d{i:07d}", " ".join(page)))
+    return docs
+
+
+def kernel_peak_mb(texts: list[str], tokenize: str) -> tuple[float, float]:
+    """(seconds, peak MB of Python allocations) of the kernel over one Arrow batch of these texts,
+    in this process, the index already loaded: what one Spark task holds besides its input."""
+    import tracemalloc
+
+    import pyarrow as pa
+
+    from jobs.benchmark_index import BUILTIN_INDEX, read
+    from udfs import ngrams
+
+    tables = read(BUILTIN_INDEX)
+    order = tables.ngrams["ngram_hash"].to_numpy().argsort(kind="stable")
+    index = (tables.ngrams["ngram_hash"].to_numpy()[order], tables.ngrams["item"].to_numpy()[order])
+    batch = pa.record_batch({"item_id": [str(i) for i in range(len(texts))], "text": texts})
+    ngrams.match_batch([pa.array(["warm up"])], *index)
+    tracemalloc.start()
+    t = time.perf_counter()
+    list(ngrams.contamination_batches([batch], index=index, n=13, text_cols=["text"], tokenize=tokenize))
+    secs = time.perf_counter() - t
+    peak = tracemalloc.get_traced_memory()[1] / 2**20
+    tracemalloc.stop()
+    return secs, peak
 
 
 def agreement(label: str, ours: set, lm_eval: set, short_hits: set, n: int) -> bool:
@@ -155,7 +219,9 @@ def agreement(label: str, ours: set, lm_eval: set, short_hits: set, n: int) -> b
 
 def main(argv=None) -> int:
     p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    p.add_argument("--n", type=int, default=200_000, help="generated questions (default 200000)")
+    p.add_argument("--n", type=int, default=1_000_000, help="generated questions (default 1000000)")
+    p.add_argument("--docs", type=int, default=100_000, help="DCLM-length documents checked after the questions "
+                   "(items/s, peak memory per task, agreement with the janitor on a sample); 0 skips them")
     p.add_argument("--contaminated", type=float, default=0.04, help="fraction built from benchmark text")
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--master", default="local[2]")
@@ -179,6 +245,8 @@ def main(argv=None) -> int:
         print(f"items: {len(items)}, {len(planted)} planted from benchmark text, the rest web text "
               f"({time.perf_counter() - t:.1f}s)", flush=True)
 
+        print(f"fixed cost: nr decontaminate on 3000 items, process start to exit: "
+              f"{fixed_cost(items[:3000], workdir):.1f}s (target <= 8 s)", flush=True)
         spark = get_spark(SparkConfig(master=args.master))
         warm = os.path.join(workdir, "warm.parquet")
         pd.DataFrame(items[:200], columns=["id", "question"]).to_parquet(warm, index=False)
@@ -217,12 +285,39 @@ def main(argv=None) -> int:
             by_kind.setdefault(planted.get(i, "web text"), set()).add(i)
         for kind, ids in by_kind.items():
             print(f"{kind:16} {len(ids):7d} " + " ".join(f"{len(ids & f):21d}" for _, f in cols))
+        if args.docs:
+            ok &= documents(spark, jan, args, workdir)
         print()
         print("agreement: identical flags" if ok else "agreement: FLAGS DIFFER")
+        print(f"ratio {min(jan_s / secs for secs, _ in runs.values()):.2f}")
         return 0 if ok else 1
     finally:
         if args.workdir is None:
             shutil.rmtree(workdir, ignore_errors=True)
+
+
+def documents(spark, jan, args, workdir: str) -> bool:
+    import pandas as pd
+
+    docs = make_documents(args.docs, 0.01, args.seed, args.benchmarks_dir)
+    src = os.path.join(workdir, "docs.parquet")
+    pd.DataFrame(docs, columns=["id", "text"]).to_parquet(src, index=False)
+    chars = sum(len(t) for _, t in docs) / len(docs)
+    print(f"\n--- documents: {len(docs)} pages, mean {chars:.0f} characters", flush=True)
+    secs, flags = run_ours(spark, src, os.path.join(workdir, "out_docs"), args.benchmarks_dir, "split_first", "text")
+    print(f"ours on documents (split_first): {secs:.1f}s, {len(docs) / secs:.0f} documents/s, "
+          f"{len(docs) * chars / secs / 1e6:.1f} MB/s, flagged {len(flags)}")
+    k_s, peak = kernel_peak_mb([t for _, t in docs[:10_000]], "split_first")
+    print(f"kernel on one Arrow batch of 10000 documents: {k_s:.1f}s, peak {peak:.0f} MB of Python allocations "
+          "(the task's input batch and index not counted)")
+    long_doc = " ".join(t for _, t in docs[:70])[:200_000]
+    k_s, peak = kernel_peak_mb([long_doc], "split_first")
+    print(f"kernel on one {len(long_doc)}-character document: {k_s:.2f}s, peak {peak:.0f} MB")
+    sample = docs[:2000]
+    _, jan_flags, _, short_hits, _ = run_janitor(jan, args.benchmarks_dir, sample)
+    ids = {i for i, _ in sample}
+    return agreement("documents (first 2000): split_first vs Janitor.clean", flags & ids, jan_flags, short_hits,
+                     len(sample))
 
 
 if __name__ == "__main__":

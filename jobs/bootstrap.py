@@ -2,18 +2,26 @@
 
 The sample JSONL files (``data/sample``) carry the real column names of DCLM-baseline and
 FineMath, so ``ingest`` reads them exactly as it would read the real datasets.
+
+It writes only the sample tables an ingest source reads: with the user's own sources
+configured it writes nothing (a production ``s3://`` root gets no sample litter).
 """
 from __future__ import annotations
 
+import logging
 import sys
 from pathlib import Path
+from typing import Optional
 
-from jobs.common.config import REPO_ROOT
+from jobs.common.config import REPO_ROOT, PipelineConfig
 from jobs.common.runner import StageContext
 
 NAME = "bootstrap"
 INPUTS: list[str] = []
 OUTPUTS: list[str] = []
+NOT_SAMPLE = "sources are not the bundled sample"
+
+log = logging.getLogger("nr")
 
 
 def sample_dir(configured: str | None) -> Path:
@@ -26,13 +34,28 @@ def sample_dir(configured: str | None) -> Path:
     return Path(__file__).resolve().parent / "sample_data"
 
 
+def sample_targets(cfg: PipelineConfig) -> dict[str, str]:
+    """Sample file name -> table path, for the sample tables some ingest source reads."""
+    read = {cfg.expand(s.path).rstrip("/") for s in cfg.ingest.sources if s.format == "delta"}
+    return {fname: path for fname, t in cfg.sample.tables.items() if (path := cfg.expand(t)).rstrip("/") in read}
+
+
+def skip_reason(cfg: PipelineConfig) -> Optional[str]:
+    """Why the stage has nothing to do under ``cfg`` (None: it runs)."""
+    return None if sample_targets(cfg) else NOT_SAMPLE
+
+
 def run(ctx: StageContext) -> None:
+    reason = skip_reason(ctx.cfg)
+    if reason:
+        log.info("[%s] skipped: %s", NAME, reason)
+        ctx.count("skipped_not_sample", 1)
+        return
     folder = sample_dir(ctx.cfg.sample.corpus_dir)
-    for fname, target in ctx.cfg.sample.tables.items():
+    for fname, path in sample_targets(ctx.cfg).items():
         src = folder / fname
         if not src.exists():
             raise FileNotFoundError(f"sample corpus file {src} not found (sample.corpus_dir={folder})")
-        path = ctx.cfg.expand(target)
         if ctx.store.backend.exists(path):
             ctx.count(f"skipped_existing_{src.stem}")
             continue

@@ -2,9 +2,16 @@
 
     nr run --config conf/local.yaml [--stages a,b] [--set key=value ...]
     nr stage NAME --config conf/local.yaml [--set ...]
+    nr status --config conf/local.yaml [--json]
+    nr plan --config conf/local.yaml [--stages a,b] [--json]
+    nr report --config conf/local.yaml [--output DIR]
     nr dedup --input PATH --input-format jsonl|parquet|delta --id-col ID --text-col TEXT --output DIR
     nr decontaminate --input PATH ... --output DIR
+    nr benchmarks build-index --output DIR [--benchmarks-dir DIR | --benchmarks-config F]
+    nr benchmarks show [--index DIR]
     nr fetch-model [--cache-dir DIR]
+    nr submit emr --cluster-id j-XXXX --config conf/emr.yaml [--stages a,b] [--set ...] [--dry-run]
+    nr select targeted|traces --config conf/local.yaml [--seeds FILE] [--top-k N] [--target-size N]
     nr stages
 """
 from __future__ import annotations
@@ -18,9 +25,15 @@ USAGE = __doc__
 # Sub-commands implemented elsewhere: name -> "module:function(argv) -> int".
 COMMANDS = {
     "run": "jobs.pipeline:main",
+    "status": "jobs.status:status_main",
+    "plan": "jobs.status:plan_main",
+    "report": "jobs.report:main",
     "dedup": "jobs.dedup:cli_main",
     "decontaminate": "jobs.decontaminate:cli_main",
+    "benchmarks": "jobs.benchmark_index:cli_main",
     "fetch-model": "udfs.llm.models:main",
+    "submit": "jobs.submit:main",
+    "select": "jobs.select_targeted:cli_main",
 }
 
 
@@ -43,7 +56,9 @@ def main(argv: Optional[list[str]] = None) -> int:
             print(f"usage: nr stage NAME [--config FILE] [--set k=v]; stages: {', '.join(STAGE_MODULES)}", file=sys.stderr)
             return 2
         if rest[0] not in STAGE_MODULES:
-            print(f"error: unknown stage {rest[0]!r}; stages: {', '.join(STAGE_MODULES)}", file=sys.stderr)
+            from jobs.status import unknown_stage_message
+
+            print(f"error: {unknown_stage_message([rest[0]])}", file=sys.stderr)
             return 2
         return stage_main(rest[0], rest[1:])
     if cmd == "stages":

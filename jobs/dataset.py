@@ -75,17 +75,28 @@ def build_dataset(ctx: StageContext) -> DataFrame:
 
 
 def export(ctx: StageContext, df: DataFrame) -> str:
-    target = ctx.cfg.expand(ctx.cfg.dataset.export_dir)
-    from jobs.common.storage import spark_uri
+    return write_export(ctx, df, ctx.cfg.dataset.export_dir, ctx.cfg.dataset.formats, ["question_id"])
 
-    target_uri = spark_uri(target, ctx.cfg.storage.spark_s3_scheme)
-    ordered = df.orderBy("question_id")
-    for fmt in ctx.cfg.dataset.formats:
-        writer = ordered.coalesce(max(1, ctx.spark.sparkContext.defaultParallelism // 2)).write.mode("overwrite")
+
+def write_export(ctx: StageContext, df: DataFrame, target_template: str, formats, order_by: list[str]) -> str:
+    """JSONL and/or Parquet copies of ``df`` under ``target_template`` ({root} expands), in
+    ``order_by`` order; shared by the dataset and the selection exports."""
+    from jobs.common.storage import spark_handles, spark_uri, write_task_files
+
+    target = ctx.cfg.expand(target_template)
+    scfg = ctx.cfg.storage
+    ordered = df.orderBy(*order_by).coalesce(max(1, ctx.spark.sparkContext.defaultParallelism // 2))
+    for fmt in formats:
+        folder = f"{target}/{fmt}"
+        if not spark_handles(ctx.spark, target, scfg):
+            # This Spark cannot reach the storage (local pyspark, s3://): the tasks write the files.
+            write_task_files(ctx.spark, ordered, folder, fmt, scfg)
+            continue
+        writer = ordered.write.mode("overwrite")
         if fmt == "jsonl":
-            writer.option("ignoreNullFields", "false").json(f"{target_uri}/jsonl")
+            writer.option("ignoreNullFields", "false").json(spark_uri(folder, scfg.spark_s3_scheme))
         else:
-            writer.parquet(f"{target_uri}/parquet")
+            writer.parquet(spark_uri(folder, scfg.spark_s3_scheme))
     return target
 
 

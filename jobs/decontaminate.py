@@ -5,11 +5,13 @@ benchmark, benchmark item, matched n-gram, match count); ``respond`` and ``datas
 those items with an anti-join.
 
 The benchmark side is small (about 0.5M n-grams for the four built-in benchmarks, tens of
-millions at most), so it is built on the driver and broadcast as (n-gram hash, int key); the
-key's (benchmark, benchmark item id) sits in a second small table joined after aggregation,
-so the broadcast carries 12 bytes a row whatever the ids look like. The items' n-grams are
-exploded on executors (hash and position only, no text) and joined to the broadcast; the
-text of the first matched n-gram is recovered afterwards for the matched items only.
+millions at most), so it is built on the driver and broadcast as a sorted array of n-gram
+hashes with their int keys; the key's (benchmark, benchmark item id) sits in a second small
+table joined after aggregation, so the broadcast carries 12 bytes a row whatever the ids look
+like. Executors normalize, tokenize and hash the items' n-grams a whole Arrow batch at a time
+(``udfs.ngrams.batch_grams``) and search the array; only the matches, with the text of the
+matched n-gram, come back to the JVM. Like ``nr dedup``, ``nr decontaminate`` runs small
+inputs in its own process, without starting Spark, with the same kernel (``--engine``).
 """
 from __future__ import annotations
 
@@ -25,9 +27,11 @@ import yaml
 from pyspark.sql import DataFrame, SparkSession
 from pyspark.sql import functions as F
 
-from jobs.benchmarks import load_benchmarks, resolve
+from jobs import benchmark_index
+from jobs.benchmarks import BenchmarkMissing
 from jobs.common.config import BenchmarkConfig, ConfigError, DecontaminateConfig, expand_path
 from jobs.common.runner import StageContext
+from jobs.dedup import add_engine_args
 from udfs import ngrams
 
 log = logging.getLogger("nr")
@@ -36,6 +40,14 @@ NAME = "decontaminate"
 INPUTS = ["questions"]
 OUTPUTS = ["contamination"]
 CONTAMINATION_COLS = ["item_id", "benchmark", "benchmark_item_id", "matched_ngram", "match_count"]
+HITS_SCHEMA = "item_id string, _bench_key int, _ngram_hash long, _ngram_pos long, matched_ngram string"
+
+
+def _contamination_schema():
+    import pyarrow as pa
+
+    return pa.schema([("item_id", pa.string()), ("benchmark", pa.string()), ("benchmark_item_id", pa.string()),
+                      ("matched_ngram", pa.string()), ("match_count", pa.int64())])
 
 
 @dataclass
@@ -47,6 +59,7 @@ class BenchmarkIndex:
     ngram_counts: dict[str, int] = field(default_factory=dict)  # distinct n-grams per checked benchmark
     item_counts: dict[str, int] = field(default_factory=dict)
     skipped: list[str] = field(default_factory=list)  # optional benchmarks whose files were missing
+    lookup: tuple = ()  # (gram hashes sorted, int64; their _bench_key, int32): what the kernel searches
 
     @property
     def checked(self) -> list[str]:
@@ -58,68 +71,102 @@ class BenchmarkIndex:
                                         if self.skipped else "")
 
 
-def build_benchmark_index(spark: SparkSession, benchmarks: list[BenchmarkConfig], benchmarks_dir: str,
-                          n: int = 13) -> BenchmarkIndex:
-    """Load every configured benchmark and hash its n-grams (normalize, then split: lm-eval's rule)."""
-    import numpy as np
-    import pandas as pd
+def build_benchmark_index(spark: SparkSession, benchmarks: Optional[list], benchmarks_dir: str, n: int = 13,
+                          index: Optional[str] = None, options: Optional[dict] = None) -> BenchmarkIndex:
+    """The broadcast side: the hashed index's benchmarks (no text read) plus raw ones, hashed here.
 
-    keys, hashes, items = [], [], []
-    idx = BenchmarkIndex(ngrams=None, items=None)  # type: ignore[arg-type]
-    for b, texts in load_benchmarks(benchmarks, benchmarks_dir):
-        if texts is None:
-            log.warning("benchmark %s: not found, skipped (it is optional)", b.name)
-            idx.skipped.append(b.name)
-            continue
-        grams_by_item: dict[str, set] = {}
-        for item_id, text in zip(texts["benchmark_item_id"].tolist(), texts["text"].tolist()):
-            grams_by_item.setdefault(item_id, set()).update(ngrams.first_positions(text, n))
-        own = []
-        for item_id, grams in grams_by_item.items():
-            if not grams:
-                continue
-            key = len(items)
-            items.append((key, b.name, item_id))
-            own.append(ngrams.hash_grams(grams))
-            keys.append(np.full(len(grams), key, dtype=np.int32))
-        hashes.extend(own)
-        distinct = np.unique(np.concatenate(own)) if own else []
-        idx.ngram_counts[b.name] = len(distinct)
-        idx.item_counts[b.name] = len(grams_by_item)
-        log.info("benchmark %s: %d items, %d distinct %d-grams", b.name, len(grams_by_item), len(distinct), n)
-    frame = pd.DataFrame({
-        "_ngram_hash": np.concatenate(hashes) if hashes else np.array([], dtype=np.int64),
-        "_bench_key": np.concatenate(keys) if keys else np.array([], dtype=np.int32),
-    })
-    idx.ngrams = spark.createDataFrame(frame, "_ngram_hash long, _bench_key int")
-    idx.items = spark.createDataFrame(pd.DataFrame(items, columns=["_bench_key", "benchmark", "benchmark_item_id"]),
-                                      "_bench_key int, benchmark string, benchmark_item_id string")
-    return idx
+    ``index`` None reads every benchmark from its files (normalize, then split: lm-eval's
+    rule); ``"builtin"`` or an index folder takes the benchmarks it holds from it
+    (``jobs.benchmark_index.assemble``). Both give the same hashes, so the same flags.
+    """
+    tables, fields = _assemble(benchmarks, benchmarks_dir, n, index, options)
+    return BenchmarkIndex(
+        ngrams=spark.createDataFrame(tables.ngrams.rename(columns={"ngram_hash": "_ngram_hash", "item": "_bench_key"}),
+                                     benchmark_index.NGRAM_SCHEMA),
+        items=spark.createDataFrame(tables.items[["item", "benchmark", "benchmark_item_id"]]
+                                    .rename(columns={"item": "_bench_key"}), benchmark_index.ITEM_SCHEMA),
+        **fields,
+    )
+
+
+def _assemble(benchmarks: Optional[list], benchmarks_dir: str, n: int, index: Optional[str],
+              options: Optional[dict] = None):
+    """The index tables and the ``BenchmarkIndex`` fields that do not need Spark."""
+    tables, skipped = benchmark_index.assemble(benchmarks, benchmarks_dir, n, index, options)
+    for name in skipped:
+        log.warning("benchmark %s: not found, skipped (it is optional)", name)
+    info = tables.manifest["benchmarks"]
+    return tables, dict(ngram_counts={b: int(v["ngrams"]) for b, v in info.items()},
+                        item_counts={b: int(v["items"]) for b, v in info.items()},
+                        skipped=skipped, lookup=lookup_arrays(tables))
+
+
+def lookup_arrays(tables) -> tuple:
+    """The index as the kernel searches it: gram hashes sorted (int64) and their item keys (int32)."""
+    import numpy as np
+
+    h = tables.ngrams["ngram_hash"].to_numpy(dtype=np.int64)
+    k = tables.ngrams["item"].to_numpy(dtype=np.int32)
+    order = np.argsort(h, kind="stable")
+    return h[order], k[order]
 
 
 def find_contamination(items: DataFrame, id_col: str, text_cols: list[str], bench: BenchmarkIndex, n: int = 13,
                        min_matches: int = 1, tokenize: str = ngrams.NORMALIZE_FIRST) -> DataFrame:
-    """One row per (item, benchmark item) sharing at least ``min_matches`` distinct n-grams."""
+    """One row per (item, benchmark item) sharing at least ``min_matches`` distinct n-grams.
+
+    One pass over the items: ``udfs.ngrams.contamination_batches`` normalizes, tokenizes and
+    hashes each Arrow batch in numpy and looks its grams up in the index (the sorted hash
+    array, a Spark broadcast), so only the matched grams, with their text, leave Python;
+    those few rows are grouped into the table.
+    """
     src = items.select(F.col(id_col).cast("string").alias("item_id"), *[F.col(c).cast("string") for c in text_cols])
-    explode = functools.partial(ngrams.item_ngram_batches, n=n, text_cols=text_cols, tokenize=tokenize)
-    grams = src.mapInPandas(explode, "item_id string, _ngram_hash long, _ngram_pos long")
-    matched = (grams.join(F.broadcast(bench.ngrams), "_ngram_hash")
-               .groupBy("item_id", "_bench_key")
-               .agg(F.countDistinct("_ngram_hash").alias("match_count"),
-                    F.min(F.struct("_ngram_pos", "_ngram_hash")).alias("_first"))
-               .where(F.col("match_count") >= min_matches)
-               .select("item_id", "_bench_key", "match_count", "_first._ngram_pos", "_first._ngram_hash"))
-    # Matches are few (the paper: 0.026%), so they are broadcast against the items instead of
-    # shuffling every item's text to recover the matched n-gram's words.
-    recover = functools.partial(ngrams.matched_ngram_batches, n=n, text_cols=text_cols, tokenize=tokenize)
-    with_text = src.join(F.broadcast(matched), "item_id").mapInPandas(
-        recover, ", ".join([f"item_id string, {', '.join(f'`{c}` string' for c in text_cols)}",
-                            "_bench_key int, match_count long, _ngram_pos long, _ngram_hash long",
-                            "matched_ngram string"]))
-    return (with_text.groupBy("item_id", "_bench_key")
-            .agg(F.min("matched_ngram").alias("matched_ngram"), F.max("match_count").alias("match_count"))
+    index = items.sparkSession.sparkContext.broadcast(bench.lookup)
+    fn = functools.partial(ngrams.contamination_batches, index=index, n=n, text_cols=text_cols, tokenize=tokenize)
+    return (src.mapInArrow(fn, HITS_SCHEMA)
+            .groupBy("item_id", "_bench_key")
+            .agg(F.countDistinct("_ngram_hash").alias("match_count"),
+                 F.min(F.struct("_ngram_pos", "_ngram_hash", "matched_ngram")).alias("_first"))
+            .where(F.col("match_count") >= min_matches)
             .join(F.broadcast(bench.items), "_bench_key")
-            .select(*CONTAMINATION_COLS))
+            .select("item_id", "benchmark", "benchmark_item_id", F.col("_first.matched_ngram").alias("matched_ngram"),
+                    "match_count"))
+
+
+def find_contamination_in_process(table, id_col: str, text_cols: list[str], bench: BenchmarkIndex,
+                                  items: "pandas.DataFrame", n: int = 13, min_matches: int = 1,
+                                  tokenize: str = ngrams.NORMALIZE_FIRST, batch_rows: int = 10_000):
+    """``find_contamination`` on an Arrow table in this process, for ``nr decontaminate`` on
+    small inputs: the same kernel and the same rows out. ``items`` is the index's item table
+    (item, benchmark, benchmark_item_id). Raises ``jobs.dedup.NotInProcess`` for what it
+    cannot cast as Spark does (ids other than string or integer, non-string texts, null ids)."""
+    import pyarrow as pa
+
+    from jobs.dedup import NotInProcess
+
+    ids = table.column(id_col).combine_chunks()
+    if not (pa.types.is_string(ids.type) or pa.types.is_large_string(ids.type) or pa.types.is_integer(ids.type)):
+        raise NotInProcess(f"id column type {ids.type}")
+    if ids.null_count:
+        raise NotInProcess("null ids")
+    cols = {"item_id": ids.cast(pa.string())}
+    for c in text_cols:
+        t = table.column(c).combine_chunks()
+        if not (pa.types.is_string(t.type) or pa.types.is_large_string(t.type) or pa.types.is_null(t.type)):
+            raise NotInProcess(f"text column {c!r} type {t.type}")
+        cols[c] = t.cast(pa.string())
+    hits = pa.Table.from_batches(
+        list(ngrams.contamination_batches(pa.table(cols).to_batches(max_chunksize=batch_rows), index=bench.lookup,
+                                          n=n, text_cols=text_cols, tokenize=tokenize)),
+        schema=pa.schema([("item_id", pa.string()), ("_bench_key", pa.int32()), ("_ngram_hash", pa.int64()),
+                          ("_ngram_pos", pa.int64()), ("matched_ngram", pa.string())])).to_pandas()
+    keys = ["item_id", "_bench_key"]
+    first = hits.sort_values(keys + ["_ngram_pos", "_ngram_hash", "matched_ngram"]).drop_duplicates(keys)
+    count = hits.groupby(keys)["_ngram_hash"].nunique().rename("match_count").reset_index()
+    out = first.drop(columns="_ngram_hash").merge(count, on=keys)
+    out = out[out["match_count"] >= min_matches].merge(
+        items[["item", "benchmark", "benchmark_item_id"]], left_on="_bench_key", right_on="item")
+    return pa.Table.from_pandas(out[CONTAMINATION_COLS], preserve_index=False, schema=_contamination_schema())
 
 
 def drop_contaminated(df: DataFrame, contamination: DataFrame, id_col: str) -> DataFrame:
@@ -147,8 +194,9 @@ def run(ctx: StageContext) -> None:
         ctx.count("skipped_up_to_date", 1)
         return
     cfg = ctx.cfg.decontaminate
-    bench = build_benchmark_index(ctx.spark, resolve(cfg.benchmarks),
-                                  expand_path(cfg.benchmarks_dir, ctx.cfg.storage.root), cfg.ngram)
+    bench = build_benchmark_index(ctx.spark, cfg.benchmarks, expand_path(cfg.benchmarks_dir, ctx.cfg.storage.root),
+                                  cfg.ngram, index_path(cfg.index, ctx.cfg.storage.root),
+                                  ctx.cfg.storage.storage_options)
     ctx.count("checked_benchmarks", len(bench.checked))
     for name, k in bench.ngram_counts.items():
         ctx.count(f"benchmark_ngrams_{name}", k)
@@ -171,6 +219,11 @@ def run(ctx: StageContext) -> None:
     for line in report_lines(total, flagged, per, bench):
         log.info("[decontaminate] %s", line.strip())
     cont.unpersist()
+
+
+def index_path(index: Optional[str], root: str) -> Optional[str]:
+    """``builtin`` and null as they are; a folder with ``{root}`` and ``${VAR:-default}`` expanded."""
+    return index if index in (None, "builtin") else expand_path(index, root)
 
 
 def _cli_config(path: Optional[str], ngram: int, tokenize: Optional[str]) -> DecontaminateConfig:
@@ -205,44 +258,87 @@ def cli_main(argv: Optional[list[str]] = None) -> int:
     p.add_argument("--output", required=True, help="folder: writes OUTPUT/contamination (Parquet)")
     p.add_argument("--benchmarks-config", default=None,
                    help="YAML with benchmarks: (definitions or built-in names), benchmarks_dir:, min_matches:")
-    p.add_argument("--benchmarks-dir", default=None, help="overrides benchmarks_dir")
+    p.add_argument("--benchmarks-dir", default=None, help="overrides benchmarks_dir (raw benchmark files)")
+    p.add_argument("--index", default=None,
+                   help="benchmark index: builtin (default), an index folder, or none (read every benchmark's files)")
     p.add_argument("--ngram", type=int, default=13)
     p.add_argument("--tokenize", choices=list(ngrams.TOKENIZATIONS), default=None,
                    help="item side; split_first reproduces lm-eval's Janitor.clean (default normalize_first)")
     p.add_argument("--master", default=None, help="local Spark master (default local[<cores>])")
+    from jobs.dedup import add_storage_args, read_any, storage_from_args
+
+    add_engine_args(p, 200_000)
+    add_storage_args(p)
     args = p.parse_args(argv)
     from jobs.common.config import SparkConfig
     from jobs.common.spark import get_spark
-    from jobs.dedup import read_any
+    from jobs.common.storage import read_files, write_parquet
+    from jobs.dedup import NotInProcess, input_in_process, refuse_in_process, write_in_process
     from jobs.pipeline import setup_logging
 
     setup_logging("INFO")
     try:
         dcfg = _cli_config(args.benchmarks_config, args.ngram, args.tokenize)
-    except ConfigError as e:
+        storage = storage_from_args(args)
+    except (ConfigError, ValueError) as e:
         print(f"error: {e}", file=sys.stderr)
         return 2
     bdir = expand_path(args.benchmarks_dir or dcfg.benchmarks_dir, ".")
+    index = dcfg.index if args.index is None else (None if args.index == "none" else args.index)
+    out = args.output.rstrip("/")
+    if args.engine != "spark":
+        t0 = time.monotonic()
+        try:
+            table = input_in_process(args, [args.id_col, *args.text_col])
+            tables, fields = _assemble(dcfg.benchmarks, bdir, args.ngram, index_path(index, "."),
+                                       dict(storage.storage_options))
+            bench = BenchmarkIndex(ngrams=None, items=None, **fields)  # type: ignore[arg-type]
+            cont = find_contamination_in_process(table, args.id_col, args.text_col, bench, tables.items, args.ngram,
+                                                 dcfg.min_matches, dcfg.tokenize)
+            write_in_process(cont, f"{out}/contamination")
+            frame = cont.select(["item_id", "benchmark"]).to_pandas()
+            per = frame.groupby("benchmark")["item_id"].nunique().to_dict()
+            _print_report(bench, table.num_rows, frame["item_id"].nunique(),
+                          {b: int(per.get(b, 0)) for b in bench.checked}, dcfg, args.ngram, out,
+                          time.monotonic() - t0, "in process")
+            return 0
+        except NotInProcess as e:
+            if args.engine == "in-process":
+                return refuse_in_process(args, e)
+            log.info("decontaminate: on Spark: %s", e)
+        except (BenchmarkMissing, ValueError) as e:
+            print(f"error: {e}", file=sys.stderr)
+            return 2
     spark = get_spark(SparkConfig(master=args.master))
-    df = read_any(spark, args.input, args.input_format)
+    df = read_any(spark, args.input, args.input_format, storage)
     missing = [c for c in [args.id_col, *args.text_col] if c not in df.columns]
     if missing:
         print(f"error: columns {missing} not in {args.input}; columns: {sorted(df.columns)}", file=sys.stderr)
         return 2
     t0 = time.monotonic()
-    bench = build_benchmark_index(spark, resolve(dcfg.benchmarks), bdir, args.ngram)
+    try:
+        bench = build_benchmark_index(spark, dcfg.benchmarks, bdir, args.ngram, index_path(index, "."),
+                                      dict(storage.storage_options))
+    except (BenchmarkMissing, ValueError) as e:
+        print(f"error: {e}", file=sys.stderr)
+        return 2
     cont = find_contamination(df, args.id_col, args.text_col, bench, args.ngram, dcfg.min_matches,
                               dcfg.tokenize)
-    cont.write.mode("overwrite").parquet(f"{args.output}/contamination")
-    written = spark.read.parquet(f"{args.output}/contamination")
+    write_parquet(spark, cont, f"{out}/contamination", storage)
+    written = read_files(spark, f"{out}/contamination", "parquet", storage)
     total = df.count()
     flagged = written.select("item_id").distinct().count()
-    per = contaminated_per_benchmark(written, bench)
+    _print_report(bench, total, flagged, contaminated_per_benchmark(written, bench), dcfg, args.ngram, out,
+                  time.monotonic() - t0, "Spark")
+    return 0
+
+
+def _print_report(bench: BenchmarkIndex, total: int, flagged: int, per: dict[str, int], dcfg: DecontaminateConfig,
+                  ngram: int, out: str, seconds: float, engine: str) -> None:
     print(f"checked: {bench.describe()}")
     print("\n".join(report_lines(total, flagged, per, bench)))
-    print(f"tokenize={dcfg.tokenize} ngram={args.ngram} min_matches={dcfg.min_matches} "
-          f"seconds={time.monotonic() - t0:.1f} output={args.output}/contamination")
-    return 0
+    print(f"tokenize={dcfg.tokenize} ngram={ngram} min_matches={dcfg.min_matches} "
+          f"seconds={seconds:.1f} ({engine}) output={out}/contamination")
 
 
 def main(argv: Optional[list[str]] = None) -> int:

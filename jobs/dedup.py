@@ -7,7 +7,10 @@
                                 run paired in Python; giant buckets linked linearly; pairs
                                 whose shingle counts rule out the threshold skipped
       -> verified pairs         Jaccard of the two shingle-hash sets >= threshold on every
-                                candidate (numpy; the sets broadcast when they are small)
+                                candidate (numpy). When the sets and band hashes fit in a
+                                broadcast, in the bucket pass itself, each distinct pair once
+                                (in its first shared band); otherwise the pairs are shuffled,
+                                de-duplicated and joined to their sets
       -> connected components   alternating large-star / small-star over DataFrames
       -> clusters               (id, cluster_id, keep) for every item; one kept row per cluster
 
@@ -57,7 +60,8 @@ CLUSTERS_SCHEMA = "id string, cluster_id string, keep boolean"
 PAIRS_SCHEMA = "id_a string, id_b string, jaccard double"
 
 # Internal column names; they never leave this module.
-_TEXT, _SCORE = "_dd_text", "_dd_score"
+_TEXT, _SCORE, _IDX = "_dd_text", "_dd_score", "_dd_idx"
+_IDX_PAIRS_SCHEMA = "id_a long, id_b long, jaccard double"
 
 
 @dataclass
@@ -75,6 +79,7 @@ class DedupStats:
     clusters: int = 0
     removed: int = 0
     cc_iterations: int = 0
+    removed_chars: int = 0  # text characters of the removed rows, each cut at ``chars_cap`` (when asked)
 
     @classmethod
     def for_config(cls, cfg: DedupConfig) -> "DedupStats":
@@ -84,7 +89,7 @@ class DedupStats:
 
     def summary(self) -> str:
         curve = ", ".join(f"P({s})={p:.3f}" for s, p in self.s_curve.items())
-        return (f"rows={self.rows} candidate_pairs={self.candidate_pairs} verified_pairs={self.verified_pairs} "
+        return (f"rows={self.rows} null_ids={self.null_ids} empty_texts={self.empty_texts} candidate_pairs={self.candidate_pairs} verified_pairs={self.verified_pairs} "
                 f"clusters={self.clusters} removed={self.removed} (b={self.bands} r={self.rows_per_band}; {curve})")
 
 
@@ -124,11 +129,15 @@ def _partitions(spark: SparkSession) -> int:
     return max(int(spark.conf.get("spark.sql.shuffle.partitions")), spark.sparkContext.defaultParallelism)
 
 
-def prepare_items(df: DataFrame, id_col: str, text_col: str, score_col: Optional[str] = None) -> DataFrame:
-    """(id string, _dd_text string[, _dd_score double]) hash-partitioned by id, null ids dropped.
+def prepare_items(df: DataFrame, id_col: str, text_col: str, score_col: Optional[str] = None,
+                  drop_null_ids: bool = True) -> DataFrame:
+    """(id string, _dd_text string[, _dd_score double]) range-partitioned and sorted by id, null ids
+    dropped (unless ``drop_null_ids`` is false: the caller counts them first).
 
     The explicit repartition spreads the Python signature work over every core; a source
-    read as one or two large splits would otherwise run it in one task.
+    read as one or two large splits would otherwise run it in one task. Range partitioning
+    with sorted partitions makes ``monotonically_increasing_id`` increase with the id, which
+    ``find_duplicate_clusters`` uses as a 64-bit stand-in for it.
     """
     for c in (id_col, text_col) + ((score_col,) if score_col else ()):
         if c not in df.columns:
@@ -136,15 +145,19 @@ def prepare_items(df: DataFrame, id_col: str, text_col: str, score_col: Optional
     cols = [F.col(id_col).cast("string").alias("id"), F.col(text_col).cast("string").alias(_TEXT)]
     if score_col:
         cols.append(F.col(score_col).cast("double").alias(_SCORE))
-    return df.select(*cols).where(F.col("id").isNotNull()).repartition(_partitions(df.sparkSession), "id")
+    out = df.select(*cols)
+    if drop_null_ids:
+        out = out.where(F.col("id").isNotNull())
+    return out.repartitionByRange(_partitions(df.sparkSession), "id").sortWithinPartitions("id")
 
 
 def compute_docs(items: DataFrame, cfg: DedupConfig, bands: int, rows: int) -> DataFrame:
-    """(id, band_hashes array<bigint>, shingles binary): one row per item with at least one token;
-    ``shingles`` is its sorted set of 64-bit shingle hashes packed as bytes, for verification."""
+    """(id long, band_hashes array<bigint>, shingles binary): one row per item with at least one
+    token, ``id`` being its ``_IDX``; ``shingles`` is its sorted set of 64-bit shingle hashes
+    packed as bytes, for verification."""
     fn = functools.partial(minhash.doc_batches, num_perm=cfg.num_perm, seed=cfg.seed, ngram=cfg.ngram,
-                           bands=bands, rows=rows, id_col="id", text_col=_TEXT)
-    return items.select("id", _TEXT).mapInArrow(fn, "id string, band_hashes array<bigint>, shingles binary")
+                           bands=bands, rows=rows, id_col=_IDX, text_col=_TEXT)
+    return items.select(_IDX, _TEXT).mapInArrow(fn, "id long, band_hashes array<bigint>, shingles binary")
 
 
 def compute_signatures(df: DataFrame, id_col: str, text_col: str, cfg: DedupConfig) -> DataFrame:
@@ -186,30 +199,57 @@ def find_candidate_pairs(docs: DataFrame, cfg: DedupConfig) -> DataFrame:
     fn = functools.partial(minhash.bucket_pair_batches, max_bucket_size=cfg.max_bucket_size,
                            threshold=cfg.threshold)
     pairs = (band_rows.repartition(parts, "key").sortWithinPartitions("key", "id")
-             .mapInArrow(fn, "id_a string, id_b string"))
+             .mapInArrow(fn, f"id_a {docs.schema['id'].dataType.simpleString()}, "
+                             f"id_b {docs.schema['id'].dataType.simpleString()}"))
     return (pairs.where(F.col("id_a") < F.col("id_b"))  # an id listed twice in a bucket pairs with itself
             .repartition(parts, "id_a").distinct())
 
 
-def verify_pairs(candidates: DataFrame, docs: DataFrame, cfg: DedupConfig, broadcast: bool = False,
-                 tally: bool = False) -> DataFrame:
+def verify_in_buckets(docs: DataFrame, cfg: DedupConfig, sets) -> DataFrame:
+    """(id_a, id_b, jaccard) of the verified candidates, plus (null, null, pairs checked) rows:
+    candidates and their verification in one pass, for inputs whose shingle sets and band
+    hashes fit in a broadcast (``sets``, a broadcast ``minhash.DocSets``).
+
+    Band rows (band hash, band index, id, shingle count) are partitioned and sorted by band
+    hash as in ``find_candidate_pairs``; each bucket's pairs are verified where they are
+    made (``minhash.bucket_verify_batches``), each distinct pair in one bucket only, so no
+    candidate pair is shuffled, de-duplicated or joined to its sets.
+    """
+    parts = _partitions(docs.sparkSession)
+    n_shingles = (F.octet_length("shingles") / 8).cast("int")
+    band_rows = docs.select(F.posexplode("band_hashes").alias("band", "key"), "id", n_shingles.alias("n"))
+    fn = functools.partial(minhash.bucket_verify_batches, sets=sets, max_bucket_size=cfg.max_bucket_size,
+                           threshold=cfg.threshold)
+    return (band_rows.repartition(parts, "key").sortWithinPartitions("key", "id")
+            .mapInArrow(fn, _IDX_PAIRS_SCHEMA))
+
+
+def _to_arrow(df: DataFrame):
+    """A small DataFrame on the driver as an Arrow table (``toArrow`` from Spark 4.0)."""
+    import pyarrow as pa
+
+    if hasattr(df, "toArrow"):
+        return df.toArrow()
+    return pa.Table.from_pandas(df.toPandas(), preserve_index=False)
+
+
+def verify_pairs(candidates: DataFrame, docs: DataFrame, cfg: DedupConfig, tally: bool = False) -> DataFrame:
     """(id_a, id_b, jaccard) for the candidates whose Jaccard reaches the threshold.
 
     Each pair gets both items' sorted shingle-hash sets (two joins on the id) and
     ``minhash.jaccard_hash_batches`` intersects them in numpy. The Jaccard of the hash
     sets is the shingle-set Jaccard unless two different shingles of the pair share a
-    64-bit hash (odds about k^2 / 2^64 for k shingles). ``broadcast`` ships the sets to every
-    task instead of shuffling the candidates twice: for inputs whose sets fit in memory.
+    64-bit hash (odds about k^2 / 2^64 for k shingles). This is the path for inputs whose
+    sets do not fit in a broadcast; smaller ones verify in the buckets (``verify_in_buckets``).
     """
     sh = docs.select("id", "shingles")
-    if broadcast:
-        sh = F.broadcast(sh)
     joined = (candidates
               .join(sh.select(F.col("id").alias("id_a"), F.col("shingles").alias("shingles_a")), "id_a")
               .join(sh.select(F.col("id").alias("id_b"), F.col("shingles").alias("shingles_b")), "id_b")
               .select("id_a", "id_b", "shingles_a", "shingles_b"))
     fn = functools.partial(minhash.jaccard_hash_batches, threshold=cfg.threshold, tally=tally)
-    return joined.mapInArrow(fn, PAIRS_SCHEMA)
+    kind = docs.schema["id"].dataType.simpleString()
+    return joined.mapInArrow(fn, f"id_a {kind}, id_b {kind}, jaccard double")
 
 
 def _materialize(df: DataFrame, reliable: bool) -> DataFrame:
@@ -304,27 +344,44 @@ def forest_labels(forest: DataFrame) -> DataFrame:
 
 def assign_clusters(items: DataFrame, labels: DataFrame, score: bool = False) -> DataFrame:
     """(id, cluster_id, keep) for every item: singletons are their own kept cluster; in a
-    cluster the kept row is the smallest id, or the highest score (ties and nulls: smallest id)."""
-    cols = ["id", _SCORE] if score else ["id"]
-    out = (items.select(*cols).join(labels, "id", "left")
-           .withColumn("cluster_id", F.coalesce(F.col("cluster_id"), F.col("id"))))
+    cluster the kept row is the smallest id, or the highest score (ties and nulls: smallest id).
+
+    ``labels`` (id, cluster_id) are ``_IDX`` values, which order as the ids do; the
+    cluster's ``_IDX`` is mapped back to its id with one more join (one row per cluster)."""
+    cols = ["id", _IDX, _SCORE] if score else ["id", _IDX]
+    out = (items.select(*cols).join(labels.withColumnRenamed("id", _IDX), _IDX, "left")
+           .withColumn("_dd_cluster", F.coalesce(F.col("cluster_id"), F.col(_IDX))))
     if score:
-        w = Window.partitionBy("cluster_id").orderBy(F.col(_SCORE).desc_nulls_last(), F.col("id").asc())
+        w = Window.partitionBy("_dd_cluster").orderBy(F.col(_SCORE).desc_nulls_last(), F.col(_IDX).asc())
         out = out.withColumn("keep", F.row_number().over(w) == 1)
     else:
-        out = out.withColumn("keep", F.col("id") == F.col("cluster_id"))
-    return out.select("id", "cluster_id", "keep")
+        out = out.withColumn("keep", F.col(_IDX) == F.col("_dd_cluster"))
+    centres = (items.select(F.col(_IDX).alias("_dd_cluster"), F.col("id").alias("cluster_id"))
+               .join(labels.select(F.col("cluster_id").alias("_dd_cluster")).distinct(), "_dd_cluster"))
+    return (out.drop("cluster_id").join(centres, "_dd_cluster", "left")
+            .select("id", F.coalesce(F.col("cluster_id"), F.col("id")).alias("cluster_id"), "keep"))
+
+
+def pairs_by_id(pairs: DataFrame, items: DataFrame) -> DataFrame:
+    """Verified pairs of ``_IDX`` values as pairs of ids (``id_a < id_b`` still holds: the
+    stand-in orders as the ids do)."""
+    ids = items.select(_IDX, "id")
+    return (pairs.join(ids.select(F.col(_IDX).alias("id_a"), F.col("id").alias("_dd_a")), "id_a")
+            .join(ids.select(F.col(_IDX).alias("id_b"), F.col("id").alias("_dd_b")), "id_b")
+            .select(F.col("_dd_a").alias("id_a"), F.col("_dd_b").alias("id_b"), "jaccard"))
 
 
 def find_duplicate_clusters(df: DataFrame, id_col: str, text_col: str, cfg: DedupConfig,
-                            score_col: Optional[str] = None) -> tuple[DataFrame, DataFrame, DedupStats]:
+                            score_col: Optional[str] = None,
+                            chars_cap: Optional[int] = None) -> tuple[DataFrame, DataFrame, DedupStats]:
     """The whole dedup as one transform.
 
     Returns ``(clusters, pairs, stats)``: clusters (id, cluster_id, keep) holds every row of
     ``df`` with a non-null id; pairs (id_a < id_b, jaccard) the verified near-duplicate
     pairs. Both come back persisted (the caller writes them, then may unpersist them).
     ``score_col`` (or ``cfg.score_col`` when ``cfg.keep == 'highest_score'``) picks the kept
-    row. Raises ValueError when ids repeat: an id must identify one text.
+    row. Raises ValueError when ids repeat: an id must identify one text. With ``chars_cap``,
+    ``stats.removed_chars`` sums the removed rows' text lengths, each cut at ``chars_cap``.
     """
     stats = DedupStats.for_config(cfg)
     bands, rows = stats.bands, stats.rows_per_band
@@ -337,36 +394,58 @@ def find_duplicate_clusters(df: DataFrame, id_col: str, text_col: str, cfg: Dedu
     # persist justification: items feed the signatures, the verification join and the
     # final cluster table; reading and filtering the source three times costs more.
     steps = _Steps()
-    items = prepare_items(df, id_col, text_col, score_col).persist()
-    row = items.agg(F.count(F.lit(1)).alias("n"), F.countDistinct("id").alias("ids"),
-                    F.sum(F.when(F.coalesce(F.length(_TEXT), F.lit(0)) == 0, 1).otherwise(0)).alias("empty")).first()
+    cached = (prepare_items(df, id_col, text_col, score_col, drop_null_ids=False)
+              .withColumn(_IDX, F.monotonically_increasing_id()).persist())
+    has_id = F.col("id").isNotNull()
+    row = cached.agg(F.count(F.lit(1)).alias("all"), F.count("id").alias("n"), F.countDistinct("id").alias("ids"),
+                     F.sum(F.when(has_id & (F.coalesce(F.length(_TEXT), F.lit(0)) == 0), 1).otherwise(0)
+                           ).alias("empty")).first()
     if row["n"] != row["ids"]:
-        items.unpersist()
+        cached.unpersist()
         raise ValueError(f"column {id_col!r} is not a key: {row['n'] - row['ids']} rows repeat an id")
     stats.rows, stats.empty_texts = int(row["n"]), int(row["empty"] or 0)
+    stats.null_ids = int(row["all"]) - stats.rows
+    if stats.null_ids:
+        log.warning("dedup: %d rows have a null %s; they are left out of the clusters", stats.null_ids, id_col)
+    # A 64-bit stand-in for the id from here on (band rows, pairs, components): its order is
+    # the ids' order, so every rule that orders ids holds unchanged, and longs shuffle, sort
+    # and join much faster than strings. Ids come back in the two output tables only.
+    items = cached.where(has_id)  # read from the cache
     steps.done("read+key check", f"rows={stats.rows}")
 
     # persist justification: the Python UDF's output (band hashes and shingle sets); the
     # candidate search and the verification both read it.
     docs = compute_docs(items, cfg, bands, rows).persist()
-    shingle_mb = (docs.agg(F.sum(F.octet_length("shingles") + F.octet_length("id"))).first()[0] or 0) / 2**20
-    broadcast = shingle_mb <= cfg.broadcast_shingles_mb
-    steps.done("signatures+bands", f"shingle sets {shingle_mb:.1f} MB ({'broadcast' if broadcast else 'shuffled'})")
+    size = docs.agg(F.sum(F.octet_length("shingles")).alias("b"), F.count(F.lit(1)).alias("n")).first()
+    sets_mb = ((size["b"] or 0) + size["n"] * (bands + 2) * 8) / 2**20
+    broadcast = sets_mb <= cfg.broadcast_shingles_mb
+    steps.done("signatures+bands", f"shingle sets and bands {sets_mb:.1f} MB ({'broadcast' if broadcast else 'shuffled'})")
     # Candidates and their verification run as one job: the verifier adds a row
     # (null, null, pairs checked) per batch, which counts the candidates without a pass of their own.
     # persist justification: counted here, then its verified rows are cached as ``pairs``.
-    scored = verify_pairs(find_candidate_pairs(docs, cfg), docs, cfg, broadcast, tally=True).persist()
+    sets = None
+    if broadcast:
+        sets = docs.sparkSession.sparkContext.broadcast(minhash.DocSets.from_docs(_to_arrow(docs), cfg.max_bucket_size))
+        scored = verify_in_buckets(docs, cfg, sets).persist()
+    else:
+        scored = verify_pairs(find_candidate_pairs(docs, cfg), docs, cfg, tally=True).persist()
     counts = scored.agg(F.sum(F.when(F.col("id_a").isNull(), F.col("jaccard"))).alias("checked"),
                         F.count("id_a").alias("verified")).first()
     stats.candidate_pairs, stats.verified_pairs = int(counts["checked"] or 0), int(counts["verified"])
     steps.done("candidates+verification",
                f"candidates={stats.candidate_pairs} verified={stats.verified_pairs}")
-    # persist justification: fed to the components and returned for writing.
-    pairs = scored.where(F.col("id_a").isNotNull()).persist()
+    # persist justification: fed to the components and to the written pairs.
+    idx_pairs = scored.where(F.col("id_a").isNotNull())
+    # a pair checked twice (it shares two giant buckets, or two bands' hashes collide) is listed once
+    idx_pairs = (idx_pairs.distinct() if broadcast else idx_pairs).persist()
     docs.unpersist()
 
-    forest, stats.cc_iterations = star_forest(pairs, max_iterations=cfg.max_cc_iterations)
-    scored.unpersist()  # pairs is cached now (the components read all of it)
+    forest, stats.cc_iterations = star_forest(idx_pairs, max_iterations=cfg.max_cc_iterations)
+    scored.unpersist()  # idx_pairs is cached now (the components read all of it)
+    # persist justification: returned for writing.
+    pairs = pairs_by_id(idx_pairs, items).persist()
+    pairs.count()
+    idx_pairs.unpersist()
     steps.done("connected components", f"rounds={stats.cc_iterations}")
     clusters = assign_clusters(items, forest_labels(forest), score=bool(score_col)).persist()
     # one pass computes the cached table and its statistics: every cluster of two or more
@@ -374,9 +453,15 @@ def find_duplicate_clusters(df: DataFrame, id_col: str, text_col: str, cfg: Dedu
     sizes = clusters.agg(F.sum(F.when(~F.col("keep"), 1).otherwise(0)).alias("removed"),
                          F.countDistinct(F.when(~F.col("keep"), F.col("cluster_id"))).alias("clusters")).first()
     stats.removed, stats.clusters = int(sizes["removed"] or 0), int(sizes["clusters"])
+    if chars_cap is not None and stats.removed:
+        stats.removed_chars = int(
+            clusters.where(~F.col("keep")).join(items.select("id", _TEXT), "id")
+            .agg(F.sum(F.least(F.coalesce(F.length(_TEXT), F.lit(0)), F.lit(chars_cap)))).first()[0] or 0)
     steps.done("cluster table")
     forest.unpersist()
-    items.unpersist()
+    cached.unpersist()
+    if sets is not None:
+        sets.unpersist()
     log.info("dedup: %s", stats.summary())
     return clusters, pairs, stats
 
@@ -385,6 +470,153 @@ def remove_duplicates(df: DataFrame, clusters: DataFrame, id_col: str) -> DataFr
     """``df`` without the rows a dedup run marked ``keep = false``."""
     drop = clusters.where(~F.col("keep")).select(F.col("id").alias("_dd_drop_id"))
     return df.join(drop, F.col(id_col).cast("string") == F.col("_dd_drop_id"), "left_anti")
+
+
+# --------------------------------------------------------------------------- in-process path (small inputs)
+
+
+class NotInProcess(Exception):
+    """The input cannot take the in-process path (the reason is the message); Spark takes it."""
+
+
+def find_duplicate_clusters_in_process(table, id_col: str, text_col: str, cfg: DedupConfig,
+                                       score_col: Optional[str] = None):
+    """``find_duplicate_clusters`` on an Arrow table in this process, without Spark.
+
+    Same rows in, same rows out: the clusters and verified pairs equal the Spark path's (the
+    kernels are the same functions, see ``minhash.dedup_in_process``), and so do the
+    statistics. Ids are cast to string the way Spark casts them, which is only certain for
+    string and integer columns; any other id, text or score type raises ``NotInProcess``.
+    Returns ``(clusters, pairs, stats)`` as Arrow tables with ``CLUSTERS_SCHEMA``/``PAIRS_SCHEMA``.
+    """
+    import numpy as np
+    import pyarrow as pa
+    import pyarrow.compute as pc
+
+    stats = DedupStats.for_config(cfg)
+    if score_col is None and cfg.keep == "highest_score":
+        score_col = cfg.score_col
+    for c in (id_col, text_col) + ((score_col,) if score_col else ()):
+        if c not in table.column_names:
+            raise ValueError(f"column {c!r} is not in the input; columns: {sorted(table.column_names)}")
+    ids, texts = table.column(id_col).combine_chunks(), table.column(text_col).combine_chunks()
+    if not (pa.types.is_string(ids.type) or pa.types.is_large_string(ids.type) or pa.types.is_integer(ids.type)):
+        raise NotInProcess(f"id column type {ids.type}")
+    if not (pa.types.is_string(texts.type) or pa.types.is_large_string(texts.type) or pa.types.is_null(texts.type)):
+        raise NotInProcess(f"text column type {texts.type}")
+    scores = None
+    if score_col:
+        sc = table.column(score_col).combine_chunks()
+        if not (pa.types.is_integer(sc.type) or pa.types.is_floating(sc.type) or pa.types.is_null(sc.type)):
+            raise NotInProcess(f"score column type {sc.type}")
+        scores = sc
+    ids, texts = ids.cast(pa.string()), texts.cast(pa.string())
+    present = pc.is_valid(ids)
+    stats.null_ids = len(ids) - int(pc.sum(present).as_py() or 0)
+    if stats.null_ids:
+        log.warning("dedup: %d rows have a null %s; they are left out of the clusters", stats.null_ids, id_col)
+        ids, texts = ids.filter(present), texts.filter(present)
+        scores = scores.filter(present) if scores is not None else None
+    stats.rows = len(ids)
+    distinct = pc.count_distinct(ids).as_py() if len(ids) else 0
+    if distinct != stats.rows:
+        raise ValueError(f"column {id_col!r} is not a key: {stats.rows - distinct} rows repeat an id")
+    stats.empty_texts = int(pc.sum(pc.fill_null(pc.equal(pc.utf8_length(texts), 0), True)).as_py() or 0)
+    found = minhash.dedup_in_process(
+        ids, texts, num_perm=cfg.num_perm, seed=cfg.seed, ngram=cfg.ngram, bands=stats.bands,
+        rows=stats.rows_per_band, threshold=cfg.threshold, max_bucket_size=cfg.max_bucket_size,
+        scores=scores.cast(pa.float64()) if scores is not None else None)
+    stats.candidate_pairs, stats.verified_pairs, stats.cc_iterations = (
+        found.candidate_pairs, len(found.jaccard), found.rounds)
+    stats.removed = int((~found.keep).sum())
+    stats.clusters = len(np.unique(found.cluster[~found.keep]))
+    clusters = pa.table({"id": ids, "cluster_id": ids.take(pa.array(found.cluster)),
+                         "keep": pa.array(found.keep, pa.bool_())})
+    pairs = pa.table({"id_a": ids.take(pa.array(found.pair_a)), "id_b": ids.take(pa.array(found.pair_b)),
+                      "jaccard": pa.array(found.jaccard, pa.float64())})
+    log.info("dedup (in process): %s", stats.summary())
+    return clusters, pairs, stats
+
+
+def read_in_process(path: str, fmt: str, columns: list[str], max_bytes: int):
+    """The columns of a local jsonl / parquet / delta input as an Arrow table, or
+    ``NotInProcess`` when it is remote, larger than ``max_bytes`` on disk, or unreadable here
+    (Spark, whose readers are more lenient, then reads it)."""
+    import pyarrow as pa
+
+    if "://" in path or not os.path.exists(path):
+        raise NotInProcess("not a local path")
+    size = os.path.getsize(path) if os.path.isfile(path) else sum(
+        os.path.getsize(os.path.join(d, f)) for d, _, fs in os.walk(path) for f in fs)
+    if size > max_bytes:
+        raise NotInProcess(f"{size} bytes on disk")
+    try:
+        if fmt == "parquet":
+            import pyarrow.parquet as pq
+
+            schema = pq.read_schema(path) if os.path.isfile(path) else None
+            names = schema.names if schema is not None else pq.ParquetDataset(path).schema.names
+            missing = [c for c in columns if c not in names]
+            if missing:
+                return _missing(path, missing, names)
+            return pq.read_table(path, columns=columns)
+        if fmt == "jsonl":
+            import pyarrow.json as pj
+
+            if not os.path.isfile(path):
+                raise NotInProcess("a jsonl folder")
+            table = pj.read_json(path)
+        elif fmt == "delta":
+            from deltalake import DeltaTable
+
+            table = DeltaTable(path).to_pyarrow_table()
+        else:
+            raise ValueError(f"unknown input format {fmt!r}: jsonl, parquet or delta")
+    except (pa.ArrowInvalid, pa.ArrowNotImplementedError, OSError) as e:
+        raise NotInProcess(f"read here: {e}") from None
+    missing = [c for c in columns if c not in table.column_names]
+    return _missing(path, missing, table.column_names) if missing else table.select(columns)
+
+
+def add_engine_args(p: argparse.ArgumentParser, max_rows: int) -> None:
+    """The command-line choice between the in-process path and Spark."""
+    p.add_argument("--engine", choices=["auto", "in-process", "spark"], default="auto",
+                   help="auto: inputs up to --in-process-max-rows rows (and --in-process-max-mb on disk) run in "
+                   "this process without starting Spark, same kernels and same output; larger ones on Spark")
+    p.add_argument("--in-process-max-rows", type=int, default=max_rows)
+    p.add_argument("--in-process-max-mb", type=int, default=256)
+
+
+def input_in_process(args: argparse.Namespace, columns: list[Optional[str]]):
+    """The command's input (these columns) as an Arrow table for the in-process path, or
+    ``NotInProcess`` (remote output, too large, unreadable here)."""
+    if "://" in args.output:
+        raise NotInProcess("the output is not a local folder")
+    table = read_in_process(args.input, args.input_format, list(dict.fromkeys(c for c in columns if c)),
+                            args.in_process_max_mb << 20)
+    if args.engine == "auto" and table.num_rows > args.in_process_max_rows:
+        raise NotInProcess(f"{table.num_rows} rows > --in-process-max-rows {args.in_process_max_rows}")
+    return table
+
+
+def refuse_in_process(args: argparse.Namespace, e: Exception) -> int:
+    print(f"error: --engine in-process: {args.input}: {e}", file=sys.stderr)
+    return 2
+
+
+def _missing(path: str, missing: list[str], names: list[str]):
+    raise ValueError(f"{path} has no column {', '.join(missing)}; columns: {', '.join(sorted(names))}")
+
+
+def write_in_process(table, folder: str) -> None:
+    """``folder`` replaced by one Parquet file holding ``table`` (Spark's overwrite of a folder)."""
+    import shutil
+
+    import pyarrow.parquet as pq
+
+    shutil.rmtree(folder, ignore_errors=True)
+    os.makedirs(folder)
+    pq.write_table(table, os.path.join(folder, "part-00000.parquet"))
 
 
 # --------------------------------------------------------------------------- stages
@@ -397,9 +629,11 @@ def _run(ctx, table: str, id_col: str, text_col: str, cfg: DedupConfig, prefix: 
         ctx.count("skipped_up_to_date", 1)
         return
     spark = ctx.spark
+    docs = ctx.stage == "doc_dedup"
     if ctx.store.exists(table):
         src = ctx.store.read(table).where(F.col("status") == "ok")
-        clusters, pairs, stats = find_duplicate_clusters(src, id_col, text_col, cfg)
+        clusters, pairs, stats = find_duplicate_clusters(
+            src, id_col, text_col, cfg, chars_cap=ctx.cfg.annotate.max_doc_chars if docs else None)
     else:
         log.warning("[%s] %s does not exist: writing empty results", ctx.stage, table)
         clusters, pairs = spark.createDataFrame([], CLUSTERS_SCHEMA), spark.createDataFrame([], PAIRS_SCHEMA)
@@ -409,12 +643,30 @@ def _run(ctx, table: str, id_col: str, text_col: str, cfg: DedupConfig, prefix: 
     clusters.unpersist()
     pairs.unpersist()
     ctx.count("in", stats.rows)
+    ctx.count("dropped_null_id", stats.null_ids)
+    ctx.count("empty_texts", stats.empty_texts)
     ctx.count("candidate_pairs", stats.candidate_pairs)
     ctx.count("verified_pairs", stats.verified_pairs)
     ctx.count("clusters", stats.clusters)
     ctx.count("dropped_near_duplicate", stats.removed)
+    if docs:
+        ctx.count("annotate_prompt_tokens_saved", annotate_tokens_saved(ctx.cfg.annotate.prompt, stats))
+        ctx.metrics["annotate_prompt_tokens_saved_is_estimate_at_chars_per_token"] = CHARS_PER_TOKEN
     ctx.metrics.update({"b": stats.bands, "r": stats.rows_per_band, "cc_iterations": stats.cc_iterations,
                         **{f"p_candidate_at_{s}": p for s, p in stats.s_curve.items()}})
+
+
+CHARS_PER_TOKEN = 4  # English web text under a BPE tokenizer; the runs row names it an estimate
+
+
+def annotate_tokens_saved(prompt_name: str, stats: DedupStats) -> int:
+    """Estimated annotate prompt tokens the removed documents would have cost: the prompt
+    rendered without a document, once per removed document, plus the documents' text as
+    annotate cuts it (``max_doc_chars``), at ``CHARS_PER_TOKEN`` characters a token."""
+    from udfs.llm.prompts import load_prompt
+
+    frame_chars = sum(len(m["content"]) for m in load_prompt(prompt_name).render({}))
+    return -(-(stats.removed * frame_chars + stats.removed_chars) // CHARS_PER_TOKEN)
 
 
 def run_doc_dedup(ctx) -> None:
@@ -428,18 +680,47 @@ def run_question_dedup(ctx) -> None:
 # --------------------------------------------------------------------------- entry points
 
 
-def read_any(spark: SparkSession, path: str, fmt: str) -> DataFrame:
-    """A table from a path: jsonl, parquet or delta (native or through the bridge)."""
-    if fmt == "jsonl":
-        return spark.read.json(path)
-    if fmt == "parquet":
-        return spark.read.parquet(path)
-    if fmt == "delta":
-        from jobs.common.config import StorageConfig
-        from jobs.common.storage import make_backend
+def read_any(spark: SparkSession, path: str, fmt: str, storage=None) -> DataFrame:
+    """A table from a path (local, s3://, dbfs:/): jsonl, parquet or delta (native or through the bridge)."""
+    from jobs.common.config import StorageConfig
+    from jobs.common.storage import make_backend, read_files
 
-        return make_backend(spark, StorageConfig(root="/")).read(path)
+    storage = storage or StorageConfig(root="/")
+    if fmt in ("jsonl", "parquet"):
+        return read_files(spark, path, fmt, storage)
+    if fmt == "delta":
+        return make_backend(spark, storage).read(path)
     raise ValueError(f"unknown input format {fmt!r}: jsonl, parquet or delta")
+
+
+def add_storage_args(p: argparse.ArgumentParser) -> None:
+    p.add_argument("--storage-option", action="append", default=[], metavar="KEY=VALUE",
+                   help="storage option for s3:// paths, as in storage.storage_options (AWS_REGION, "
+                        "AWS_ENDPOINT_URL, ...); credentials come from the environment")
+
+
+def storage_from_args(args) -> "StorageConfig":
+    from jobs.common.config import StorageConfig
+
+    opts = {}
+    for kv in args.storage_option:
+        if "=" not in kv:
+            raise ValueError(f"--storage-option {kv!r}: expected KEY=VALUE")
+        k, v = kv.split("=", 1)
+        opts[k.strip()] = v
+    return StorageConfig(root="/", storage_options=opts)
+
+
+def local_checkpoints(out: str) -> str:
+    """Checkpoints beside the output, or in a temporary folder when the output is on an object
+    store (a local Spark cannot write there; its checkpoints are scratch anyway)."""
+    from udfs import fs
+
+    if fs.is_remote(out):
+        import tempfile
+
+        return tempfile.mkdtemp(prefix="nr-checkpoints-")
+    return f"{out}/_checkpoints"
 
 
 def cli_main(argv: list[str]) -> int:
@@ -460,9 +741,13 @@ def cli_main(argv: list[str]) -> int:
     p.add_argument("--score-col", default=None, help="keep the highest-scoring row of a cluster, not the lowest id")
     p.add_argument("--max-bucket-size", type=int, default=DedupConfig.model_fields["max_bucket_size"].default)
     p.add_argument("--master", default=None, help="Spark master for a local run (default local[<cores>])")
+    add_engine_args(p, 50_000)
+    add_storage_args(p)
     args = p.parse_args(argv)
 
     from pydantic import ValidationError
+
+    from jobs.common.storage import write_parquet
 
     from jobs.common.config import SparkConfig
     from jobs.common.spark import get_spark
@@ -478,9 +763,30 @@ def cli_main(argv: list[str]) -> int:
                              if err["loc"] else err["msg"] for err in e.errors())
         print(f"error: {problems}", file=sys.stderr)
         return 2
+    try:
+        storage = storage_from_args(args)
+    except (ValidationError, ValueError) as e:
+        print(f"error: {e}", file=sys.stderr)
+        return 2
     out = args.output.rstrip("/")
-    spark = get_spark(SparkConfig(master=args.master), checkpoint_dir=f"{out}/_checkpoints")
-    df = read_any(spark, args.input, args.input_format)
+    if args.engine != "spark":
+        t0 = time.monotonic()
+        try:
+            table = input_in_process(args, [args.id_col, args.text_col, args.score_col])
+            clusters, pairs, stats = find_duplicate_clusters_in_process(table, args.id_col, args.text_col, cfg)
+            write_in_process(clusters, f"{out}/clusters")
+            write_in_process(pairs, f"{out}/pairs")
+            _print_summary(stats, out, time.monotonic() - t0, "in process")
+            return 0
+        except NotInProcess as e:
+            if args.engine == "in-process":
+                return refuse_in_process(args, e)
+            log.info("dedup: on Spark: %s", e)
+        except ValueError as e:
+            print(f"error: {e}", file=sys.stderr)
+            return 2
+    spark = get_spark(SparkConfig(master=args.master), checkpoint_dir=local_checkpoints(out))
+    df = read_any(spark, args.input, args.input_format, storage)
     missing = [c for c in (args.id_col, args.text_col, args.score_col) if c and c not in df.columns]
     if missing:
         print(f"error: {args.input} has no column {', '.join(missing)}; columns: {', '.join(sorted(df.columns))}",
@@ -492,20 +798,27 @@ def cli_main(argv: list[str]) -> int:
     except ValueError as e:
         print(f"error: {e}", file=sys.stderr)
         return 2
-    clusters.write.mode("overwrite").parquet(f"{out}/clusters")
-    pairs.write.mode("overwrite").parquet(f"{out}/pairs")
+    write_parquet(spark, clusters, f"{out}/clusters", storage)
+    write_parquet(spark, pairs, f"{out}/pairs", storage)
     clusters.unpersist()
     pairs.unpersist()
-    wall = time.monotonic() - t0
+    _print_summary(stats, out, time.monotonic() - t0, "Spark")
+    return 0
+
+
+def _print_summary(stats: DedupStats, out: str, wall: float, engine: str) -> None:
     print(f"rows:             {stats.rows}")
+    if stats.null_ids:
+        print(f"null ids:         {stats.null_ids} (left out of the clusters)")
+    print(f"empty texts:      {stats.empty_texts}")
     print(f"lsh:              b={stats.bands} r={stats.rows_per_band}; P(candidate | J) "
           + ", ".join(f"{s}: {p:.3f}" for s, p in stats.s_curve.items()))
     print(f"candidate pairs:  {stats.candidate_pairs}")
     print(f"verified pairs:   {stats.verified_pairs}")
     print(f"clusters:         {stats.clusters} (of two or more rows)")
     print(f"removed:          {stats.removed}")
-    print(f"output:           {out}/clusters, {out}/pairs ({wall:.1f}s, {stats.rows / max(wall, 1e-9):.0f} rows/s)")
-    return 0
+    print(f"output:           {out}/clusters, {out}/pairs ({engine}, {wall:.1f}s, "
+          f"{stats.rows / max(wall, 1e-9):.0f} rows/s)")
 
 
 def main(argv: Optional[list[str]] = None) -> int:

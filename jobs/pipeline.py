@@ -15,36 +15,43 @@ from typing import Optional
 if __package__ in (None, ""):  # spark-submit jobs/pipeline.py from a checkout
     sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 
+from jobs.common import logs  # noqa: E402
 from jobs.common.config import ConfigError, PipelineConfig, load_config  # noqa: E402
-from jobs.common.runner import STAGE_MODULES, StageNotBuilt, load_stage, run_stage  # noqa: E402
+from jobs.common.runner import StageNotBuilt, load_stage, run_stage  # noqa: E402
 from jobs.common.spark import get_spark  # noqa: E402
+from jobs.common.storage import TableStore  # noqa: E402
 
 log = logging.getLogger("nr")
 
 
-def setup_logging(level: str = "INFO") -> None:
-    if logging.getLogger().handlers:
-        return
-    logging.basicConfig(level=level, format="%(asctime)s %(levelname)s %(name)s: %(message)s", datefmt="%H:%M:%S")
-    for noisy in ("py4j", "urllib3", "filelock", "httpx"):
-        logging.getLogger(noisy).setLevel(logging.WARNING)
+def setup_logging(level: str = "INFO", log_file: Optional[str] = None) -> None:
+    """Our lines on the console, library chatter in ``log_file`` (jobs/common/logs.py); once per process."""
+    logs.setup(level, log_file)
 
 
 def stage_enabled(cfg: PipelineConfig, name: str) -> Optional[str]:
-    """None when the stage should run, else the reason it is skipped."""
-    section = getattr(cfg, name, None)
-    if section is not None and getattr(section, "enabled", True) is False:
-        return f"{name}.enabled is false"
-    return None
+    """None when the stage should run, else the reason it is skipped (disabled, or nothing to do)."""
+    from jobs.status import skip_reason
+
+    reason = skip_reason(cfg, name)
+    return None if reason == "not built yet" else reason
 
 
-def run_pipeline(cfg: PipelineConfig, stages: Optional[list[str]] = None, spark=None) -> list[dict]:
+def start_spark(cfg: PipelineConfig):
+    """The session for a run; a local JVM started here sends its output to the run's log file."""
+    with logs.jvm_output(logs.current()):
+        return get_spark(cfg.spark, checkpoint_dir=f"{cfg.storage.root}/_checkpoints")
+
+
+def run_pipeline(cfg: PipelineConfig, stages: Optional[list[str]] = None, spark=None,
+                 pipeline_run_id: Optional[str] = None, cmd: str = "nr run") -> list[dict]:
+    from jobs.status import check_stage_names, preflight
+
     names = stages or cfg.pipeline.stages
-    unknown = [s for s in names if s not in STAGE_MODULES]
-    if unknown:
-        raise ConfigError(f"unknown stage(s) {unknown}; stages: {', '.join(STAGE_MODULES)}")
-    spark = spark or get_spark(cfg.spark, checkpoint_dir=f"{cfg.storage.root}/_checkpoints")
-    pipeline_run_id = uuid.uuid4().hex[:16]
+    check_stage_names(names)
+    spark = spark or start_spark(cfg)
+    preflight(cfg, names, TableStore(spark, cfg.storage), cmd)
+    pipeline_run_id = pipeline_run_id or uuid.uuid4().hex[:16]
     rows = []
     for name in names:
         reason = stage_enabled(cfg, name)
@@ -83,47 +90,78 @@ def parse_common(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--log-level", default=os.environ.get("NR_LOG_LEVEL", "INFO"))
 
 
-def _parse(p: argparse.ArgumentParser, argv: Optional[list[str]]):
-    """(args, config), or (args, None) after printing a config error."""
+def _parse(p: argparse.ArgumentParser, argv: Optional[list[str]], run_id: Optional[str] = None):
+    """(args, config), or (args, None) after printing a config error. With ``run_id`` a local
+    storage root gets the run's full log at ``<root>/logs/<run id>.log``."""
     args = p.parse_args(argv)
-    setup_logging(args.log_level)
     try:
-        return args, load_config(args.config, args.overrides)
+        cfg = load_config(args.config, args.overrides)
     except ConfigError as e:
+        setup_logging(args.log_level)
         print(f"error: {e}", file=sys.stderr)
         return args, None
+    log_file = None
+    if run_id and not logs.is_debug(args.log_level):
+        log_file = logs.log_path_for(cfg.storage.root, run_id)
+    setup_logging(args.log_level, log_file)
+    return args, cfg
+
+
+def _command(prog: str, args) -> str:
+    """How the user called us, for the fixes error messages suggest."""
+    return prog + (f" --config {args.config}" if args.config else "") + "".join(f" --set {o}" for o in args.overrides)
+
+
+def _print_log_line() -> None:
+    if logs.current().path:
+        print(f"log: {logs.current().path}")
 
 
 def main(argv: Optional[list[str]] = None) -> int:
     p = argparse.ArgumentParser(prog="nr run", description="Run the pipeline's stages in order.")
     parse_common(p)
     p.add_argument("--stages", default=None, help="comma-separated subset, e.g. ingest,annotate")
-    args, cfg = _parse(p, argv)
+    run_id = uuid.uuid4().hex[:16]
+    args, cfg = _parse(p, argv, run_id)
     if cfg is None:
         return 2
     stages = [s.strip() for s in args.stages.split(",") if s.strip()] if args.stages else None
     try:
-        rows = run_pipeline(cfg, stages)
+        rows = run_pipeline(cfg, stages, spark=None, pipeline_run_id=run_id, cmd=_command("nr run", args))
     except ConfigError as e:
         print(f"error: {e}", file=sys.stderr)
+        _print_log_line()
         return 2
     print_summary(rows, cfg, get_spark(cfg.spark))
+    _print_log_line()
     return 0 if all(r["status"] != "failed" for r in rows) else 1
 
 
 def stage_main(name: str, argv: Optional[list[str]] = None) -> int:
     """Entry point of one stage: ``spark-submit jobs/<stage>.py --config ...``."""
+    from jobs.status import preflight
+
     p = argparse.ArgumentParser(prog=f"nr stage {name}", description=f"Run the {name} stage.")
     parse_common(p)
-    _, cfg = _parse(p, argv)
+    run_id = uuid.uuid4().hex[:16]
+    args, cfg = _parse(p, argv, run_id)
     if cfg is None:
         return 2
+    spark = start_spark(cfg)
     try:
-        row = run_stage(cfg, name)
+        preflight(cfg, [name], TableStore(spark, cfg.storage), _command("nr run", args))
+    except ConfigError as e:
+        print(f"error: {e}", file=sys.stderr)
+        _print_log_line()
+        return 2
+    try:
+        row = run_stage(cfg, name, spark=spark, pipeline_run_id=run_id)
     except Exception as e:
         print(f"error: stage {name} failed: {type(e).__name__}: {e}", file=sys.stderr)
+        _print_log_line()
         return 1
-    print_summary([row], cfg, get_spark(cfg.spark))
+    print_summary([row], cfg, spark)
+    _print_log_line()
     return 0
 
 

@@ -10,7 +10,8 @@ from jobs.common.spark import get_spark
 from jobs.common.storage import TableStore
 
 REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
-SHARED_DATA = os.path.abspath(os.path.join(REPO, "..", "shared", "data"))
+# NR_SHARED_DATA points a git worktree (whose ../shared is elsewhere) at the benchmark files.
+SHARED_DATA = os.environ.get("NR_SHARED_DATA") or os.path.abspath(os.path.join(REPO, "..", "shared", "data"))
 
 
 def pytest_configure(config):
@@ -52,3 +53,22 @@ def cfg(tmp_path) -> PipelineConfig:
 @pytest.fixture()
 def store(spark, cfg) -> TableStore:
     return TableStore(spark, cfg.storage)
+
+
+@pytest.fixture(scope="session")
+def sample_run(spark, tmp_path_factory):
+    """The scripted end-to-end run on the bundled sample (tests/test_pipeline_e2e.py's config),
+    shared read-only by the status, plan, report and notebook tests: (config, runs rows)."""
+    import json
+
+    if not os.path.isdir(os.path.join(SHARED_DATA, "benchmarks")):
+        pytest.skip("../shared/data/benchmarks is not present")
+    from jobs.common.config import validate_config
+    from jobs.pipeline import run_pipeline
+    from tests.test_pipeline_e2e import benchmark_docs, scripted_config
+
+    base = tmp_path_factory.mktemp("sample_run")
+    extra = base / "planted.jsonl"
+    extra.write_text("".join(json.dumps(d) + "\n" for d in benchmark_docs()))
+    cfg = validate_config(scripted_config(str(base / "root"), str(extra)), "test")
+    return cfg, run_pipeline(cfg, spark=spark)

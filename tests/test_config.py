@@ -82,7 +82,8 @@ def test_expand_root_and_env(monkeypatch):
     monkeypatch.setenv("NR_BENCHMARKS_DIR", "/data/bench")
     assert cfg.expand(cfg.decontaminate.benchmarks_dir) == "/data/bench"
     monkeypatch.delenv("NR_BENCHMARKS_DIR")
-    assert cfg.expand(cfg.decontaminate.benchmarks_dir).endswith("shared/data/benchmarks")
+    assert cfg.expand(cfg.decontaminate.benchmarks_dir) == "", "unset: no folder outside the repository"
+    assert cfg.decontaminate.index == "builtin"
 
 
 def test_config_hash_changes_with_content():

@@ -14,7 +14,9 @@ from tests.conftest import SHARED_DATA
 from udfs import ngrams
 
 BENCH = os.path.join(SHARED_DATA, "benchmarks")
-needs_benchmarks = pytest.mark.skipif(not os.path.isdir(BENCH), reason="../shared/data/benchmarks not present")
+NO_SHARED = ("../shared/data/benchmarks not present: parity with the raw benchmark files is not checked "
+             "(the shipped index is tested without them)")
+needs_benchmarks = pytest.mark.skipif(not os.path.isdir(BENCH), reason=NO_SHARED)
 
 
 # --------------------------------------------------------------------------- pure rule
@@ -125,18 +127,34 @@ def test_unreachable_hub_benchmark_is_skipped_when_optional(monkeypatch):
 # --------------------------------------------------------------------------- Spark: the broadcast join
 
 
+# Two benchmarks of our own text, merged with the shipped index: the kernel's rules are
+# tested on them with no benchmark file on disk (real benchmark text is only read by the
+# parity tests, from ../shared).
+HOUSE = {
+    "house_a": ("a7", "A train leaves the station at 3 pm travelling at 60 km/h, and a second train leaves the same "
+                "station at 4 pm at 90 km/h on a parallel track; if x = the hours after 4 pm, find x, and the "
+                "distance from the station where the second train catches the first."),
+    "house_b": ("b3", "Which of the following best explains why a copper kettle placed on a gas flame heats its "
+                "water faster than a ceramic kettle of the same shape and wall thickness would under identical "
+                "conditions in a cold kitchen?"),
+}
+
+
 def long_math_question():
-    with open(os.path.join(BENCH, "math_test.csv"), newline="") as f:
-        for i, r in enumerate(csv.DictReader(f)):
-            t = r["Question"]
-            if len(ngrams.tokens(t)) >= 30 and " = " in t and "," in t:
-                return str(i), t
+    return HOUSE["house_a"]
 
 
 def long_gpqa_question():
-    with open(os.path.join(BENCH, "gpqa_diamond.csv"), newline="") as f:
-        r = next(r for r in csv.DictReader(f) if len(ngrams.tokens(r["Question"])) >= 30)
-    return r["Record ID"], r["Question"]
+    return HOUSE["house_b"]
+
+
+def house_definitions(folder) -> list[BenchmarkConfig]:
+    defs = []
+    for name, (item_id, text) in HOUSE.items():
+        (folder / f"{name}.jsonl").write_text(json.dumps({"id": item_id, "q": text}) + "\n")
+        defs.append(BenchmarkConfig(name=name, path="{benchmarks_dir}/" + f"{name}.jsonl", text_fields=["q"],
+                                    id_field="id"))
+    return defs
 
 
 def paraphrase(text):
@@ -145,16 +163,32 @@ def paraphrase(text):
 
 
 @pytest.fixture(scope="module")
-def bench(spark):
+def house_dir(tmp_path_factory):
+    d = tmp_path_factory.mktemp("house")
+    house_definitions(d)
+    return d
+
+
+@pytest.fixture(scope="module")
+def bench(spark, house_dir):
+    """The shipped index (no text read) merged with the two house benchmarks (read from files)."""
+    idx = build_benchmark_index(spark, ["math", "gpqa", "mmlu_pro", "mmlu_stem", *house_definitions(house_dir)],
+                                str(house_dir), 13, index="builtin")
+    idx.ngrams.persist()
+    return idx
+
+
+@pytest.fixture(scope="module")
+def raw_bench(spark):
     if not os.path.isdir(BENCH):
-        pytest.skip("../shared/data/benchmarks not present")
+        pytest.skip(NO_SHARED)
     idx = build_benchmark_index(spark, BUILTIN, BENCH, 13)
     idx.ngrams.persist()
     return idx
 
 
 def test_catches_verbatim_embedded_varied_partial_and_not_paraphrase(spark, bench):
-    assert bench.checked == ["math", "gpqa", "mmlu_pro", "mmlu_stem"]
+    assert bench.checked == ["math", "gpqa", "mmlu_pro", "mmlu_stem", "house_a", "house_b"]
     assert all(v > 0 for v in bench.ngram_counts.values()) and bench.item_counts["gpqa"] == 198
     mid, mq = long_math_question()
     gid, gq = long_gpqa_question()
@@ -174,8 +208,8 @@ def test_catches_verbatim_embedded_varied_partial_and_not_paraphrase(spark, benc
     flagged = {r.item_id for r in got}
     assert flagged == {"101", "202", "303", "404"}  # ids come back as the input's ids, cast to string
     by = {(r.item_id, r.benchmark, r.benchmark_item_id) for r in got}
-    assert {("101", "math", mid), ("202", "math", mid), ("303", "math", mid), ("404", "gpqa", gid)} <= by
-    partial = next(r for r in got if r.item_id == "404" and r.benchmark == "gpqa")
+    assert {("101", "house_a", mid), ("202", "house_a", mid), ("303", "house_a", mid), ("404", "house_b", gid)} <= by
+    partial = next(r for r in got if r.item_id == "404" and r.benchmark == "house_b")
     assert partial.match_count == 1 and partial.matched_ngram == " ".join(ngrams.tokens(" ".join(partial_words)))
     verbatim = next(r for r in got if r.item_id == "101" and r.benchmark_item_id == mid)
     assert verbatim.match_count == len(set(ngrams.ngrams(mq, 13)))
@@ -198,9 +232,9 @@ def test_several_text_columns_and_min_matches(spark, bench):
     df = spark.createDataFrame([("a", "nothing to see here", " ".join(words[:13])),
                                 ("b", " ".join(words[:14]), "nothing")], "id string, q string, ctx string")
     got = find_contamination(df, "id", ["q", "ctx"], bench).collect()
-    assert {(r.item_id, r.benchmark_item_id) for r in got if r.benchmark == "gpqa"} == {("a", gid), ("b", gid)}
+    assert {(r.item_id, r.benchmark_item_id) for r in got if r.benchmark == "house_b"} == {("a", gid), ("b", gid)}
     two = find_contamination(df, "id", ["q", "ctx"], bench, min_matches=2).collect()
-    assert {r.item_id for r in two if r.benchmark == "gpqa"} == {"b"}
+    assert {r.item_id for r in two if r.benchmark == "house_b"} == {"b"}
 
 
 def test_short_texts_match_on_their_whole_sequence(spark, tmp_path):
@@ -227,37 +261,45 @@ def test_missing_benchmark_is_an_error_unless_optional(spark, tmp_path):
     assert "skipped (optional, not found): gone" in idx.describe()
 
 
-@needs_benchmarks
-def test_stage_records_counts(spark, cfg, store):
+def test_stage_records_counts(spark, cfg, store, tmp_path):
+    """The default config (the shipped index) plus a benchmark of one's own, merged."""
     from jobs.common.runner import run_stage
 
     _, mq = long_math_question()
+    house = house_definitions(tmp_path)[0]
     qs = spark.createDataFrame([("q1", mq, "ok"), ("q2", "a clean question about rivers and lakes", "ok"),
                                 ("q3", mq, "no_json")], "question_id string, question string, status string")
     store.overwrite("questions", qs)
-    row = run_stage(cfg.model_copy(update={"decontaminate": cfg.decontaminate.model_copy(
-        update={"benchmarks_dir": BENCH})}), "decontaminate", spark=spark)
+    row = run_stage(cfg.model_copy(update={"decontaminate": cfg.decontaminate.model_copy(update={
+        "benchmarks_dir": str(tmp_path), "benchmarks": ["math", "gpqa", "mmlu_pro", "mmlu_stem", house]})}),
+        "decontaminate", spark=spark)
     c = row["counts"]
-    assert c["in"] == 2 and c["dropped_contaminated"] == 1 and c["out"] == 1 and c["checked_benchmarks"] == 4
-    assert c["contaminated_math"] == 1 and c["contaminated_gpqa"] == 0 and c["benchmark_ngrams_gpqa"] > 0
-    assert row["metrics"]["contaminated_pct_math"] == 50.0 and row["metrics"]["contaminated_pct_gpqa"] == 0.0
+    assert c["in"] == 2 and c["dropped_contaminated"] == 1 and c["out"] == 1 and c["checked_benchmarks"] == 5
+    assert c["contaminated_house_a"] == 1 and c["benchmark_ngrams_gpqa"] > 0
+    assert all(c[f"contaminated_{b}"] == 0 for b in ("math", "gpqa", "mmlu_pro", "mmlu_stem"))
+    assert row["metrics"]["contaminated_pct_house_a"] == 50.0 and row["metrics"]["contaminated_pct_gpqa"] == 0.0
     assert {r.item_id for r in store.read("contamination").collect()} == {"q1"}
 
 
-@needs_benchmarks
 def test_cli_writes_the_contamination_table(spark, tmp_path):
     from jobs.decontaminate import cli_main
 
     mid, mq = long_math_question()
+    house_definitions(tmp_path)
     src = tmp_path / "in.jsonl"
     src.write_text(json.dumps({"key": 7, "text": mq}) + "\n" + json.dumps({"key": 8, "text": "clean words"}) + "\n")
     conf = tmp_path / "b.yaml"
-    conf.write_text(f"benchmarks_dir: {BENCH}\nbenchmarks: [math, {{name: extra, format: csv, "
-                    f"path: '{{benchmarks_dir}}/absent.csv', text_fields: [q], optional: true}}]\n")
+    conf.write_text(f"benchmarks_dir: {tmp_path}\nbenchmarks: [math, {{name: house_a, format: jsonl, "
+                    f"path: '{{benchmarks_dir}}/house_a.jsonl', text_fields: [q], id_field: id}}, {{name: extra, "
+                    f"format: csv, path: '{{benchmarks_dir}}/absent.csv', text_fields: [q], optional: true}}]\n")
     assert cli_main(["--input", str(src), "--input-format", "jsonl", "--id-col", "key", "--text-col", "text",
                      "--output", str(tmp_path / "out"), "--benchmarks-config", str(conf)]) == 0
     rows = spark.read.parquet(str(tmp_path / "out" / "contamination")).collect()
-    assert [(r.item_id, r.benchmark, r.benchmark_item_id) for r in rows] == [("7", "math", mid)]
+    assert [(r.item_id, r.benchmark, r.benchmark_item_id) for r in rows] == [("7", "house_a", mid)]
+    # A built-in name that is not in the index reads its files: none here, so a clear error.
+    conf.write_text("benchmarks: [gpqa_main]\n")
+    assert cli_main(["--input", str(src), "--input-format", "jsonl", "--id-col", "key", "--text-col", "text",
+                     "--output", str(tmp_path / "out3"), "--benchmarks-config", str(conf)]) == 2
     conf.write_text("benchmarks: [math]\nngram_size: 13\n")
     assert cli_main(["--input", str(src), "--input-format", "jsonl", "--id-col", "key", "--text-col", "text",
                      "--output", str(tmp_path / "out2"), "--benchmarks-config", str(conf)]) == 2
@@ -342,4 +384,148 @@ def test_benchmarks_yaml_and_local_yaml():
     written = _cli_config(str(REPO_ROOT / "conf" / "benchmarks.yaml"), 13, None)
     assert [b.model_dump() for b in resolve(written.benchmarks)] == [b.model_dump() for b in BUILTIN]
     local = load_config(REPO_ROOT / "conf" / "local.yaml").decontaminate
-    assert local.benchmarks_dir.endswith("${NR_BENCHMARKS_DIR:-../shared/data/benchmarks}")
+    assert local.index == "builtin" and local.benchmarks is None and "shared" not in local.benchmarks_dir
+
+
+# --------------------------------------------------------------------------- the shipped index
+
+
+def test_shipped_index_holds_hashes_only():
+    import pyarrow.parquet as pq
+
+    from jobs import benchmark_index as bi
+
+    idx = bi.read(bi.BUILTIN_INDEX)
+    assert idx.n == 13 and idx.manifest["normalization_version"] == bi.NORMALIZATION_VERSION
+    info = idx.manifest["benchmarks"]
+    assert list(info) == ["math", "gpqa", "mmlu_pro", "mmlu_stem"]
+    assert {b: v["items"] for b, v in info.items()} == {"math": 5000, "gpqa": 198, "mmlu_pro": 12030,
+                                                        "mmlu_stem": 3153}
+    assert all(v["sources"] and all(len(s["sha256"]) == 64 for s in v["sources"]) for v in info.values())
+    assert len(info["mmlu_stem"]["sources"]) == 19
+    # No text: the n-gram file is (int64 hash, int32 item); the item file is ids and counts.
+    assert pq.read_schema(f"{bi.BUILTIN_INDEX}/ngrams.parquet").names == ["ngram_hash", "item"]
+    assert pq.read_schema(f"{bi.BUILTIN_INDEX}/items.parquet").names == ["item", "benchmark", "benchmark_item_id",
+                                                                         "short_texts"]
+    h = idx.ngrams["ngram_hash"].to_numpy()
+    assert (h[1:] >= h[:-1]).all(), "sorted by hash"
+    assert len(idx.ngrams) == sum(v["rows"] for v in info.values())
+    assert idx.ngrams.groupby("item").size().index.isin(idx.items["item"]).all()
+    assert sum(os.path.getsize(f"{bi.BUILTIN_INDEX}/{f}") for f in os.listdir(bi.BUILTIN_INDEX)) < 10 << 20
+
+
+def test_an_index_of_another_normalization_is_refused(tmp_path):
+    from jobs import benchmark_index as bi
+
+    idx = bi.build(house_definitions(tmp_path), str(tmp_path))
+    bi.write(idx, str(tmp_path / "idx"))
+    assert bi.read(str(tmp_path / "idx")).pairs() == idx.pairs()
+    manifest = json.loads((tmp_path / "idx" / "manifest.json").read_text())
+    (tmp_path / "idx" / "manifest.json").write_text(json.dumps(manifest | {"normalization_version": 0}))
+    with pytest.raises(ValueError, match="rebuild it"):
+        bi.read(str(tmp_path / "idx"))
+    with pytest.raises(BenchmarkMissing, match="build-index"):
+        bi.read(str(tmp_path / "nowhere"))
+
+
+def test_custom_index_folder_and_other_ngram_size(spark, tmp_path):
+    """An index built by the command serves the stage by name; a run with another n-gram size
+    does not use a 13-gram index but reads the definitions' files."""
+    from jobs import benchmark_index as bi
+
+    (tmp_path / "b.yaml").write_text(yaml_of(house_definitions(tmp_path)))
+    assert bi.cli_main(["build-index", "--benchmarks-config", str(tmp_path / "b.yaml"), "--benchmarks-dir",
+                        str(tmp_path), "--output", str(tmp_path / "idx")]) == 0
+    cfg = load_config(None, [f"decontaminate.index={tmp_path / 'idx'}", "decontaminate.benchmarks=[house_b]"])
+    idx = build_benchmark_index(spark, cfg.decontaminate.benchmarks, "", 13, str(tmp_path / "idx"))
+    assert idx.checked == ["house_b"]
+    with pytest.raises(ValueError, match="neither in the index"):
+        build_benchmark_index(spark, ["house_c"], "", 13, str(tmp_path / "idx"))
+    with pytest.raises(BenchmarkMissing):  # 5-grams: math from its files, and there are none here
+        build_benchmark_index(spark, ["math"], "", 5, "builtin")
+
+
+def yaml_of(defs) -> str:
+    import yaml
+
+    return yaml.safe_dump({"benchmarks": [d.model_dump(exclude_none=True) for d in defs]})
+
+
+def test_build_index_from_hugging_face_definitions(tmp_path, monkeypatch):
+    """format hf, with one configuration per subject, through a stand-in `datasets` module."""
+    import sys
+    import types
+
+    import pandas as pd
+
+    from jobs import benchmark_index as bi
+
+    calls = []
+
+    def load_dataset(path, config, split):
+        calls.append((path, config, split))
+        rows = {"alpha": ["first toy problem about alpha", "second toy problem"], "beta": ["a beta problem"]}[config]
+        return types.SimpleNamespace(to_pandas=lambda: pd.DataFrame({"problem": rows}))
+
+    monkeypatch.setitem(sys.modules, "datasets", types.SimpleNamespace(load_dataset=load_dataset))
+    b = BenchmarkConfig(name="toy", format="hf", path="org/toy", hf_config="{subject}", split="test",
+                        text_fields=["problem"], subset_values=["alpha", "beta"])
+    idx = bi.build([b], "")
+    assert calls == [("org/toy", "alpha", "test"), ("org/toy", "beta", "test")]
+    assert sorted(idx.items["benchmark_item_id"]) == ["alpha/0", "alpha/1", "beta/0"]
+    src = idx.manifest["benchmarks"]["toy"]["sources"]
+    assert [(s["dataset"], s["config"]) for s in src] == [("org/toy", "alpha"), ("org/toy", "beta")]
+
+
+@needs_benchmarks
+def test_rebuilt_index_equals_the_shipped_one(tmp_path):
+    from jobs import benchmark_index as bi
+
+    assert bi.cli_main(["build-index", "--benchmarks-dir", BENCH, "--output", str(tmp_path / "idx")]) == 0
+    shipped, rebuilt = bi.read(bi.BUILTIN_INDEX), bi.read(str(tmp_path / "idx"))
+    for name in shipped.names:
+        assert rebuilt.pairs(name) == shipped.pairs(name), name
+    assert rebuilt.manifest == shipped.manifest
+    assert (tmp_path / "idx" / "ngrams.parquet").read_bytes() == open(f"{bi.BUILTIN_INDEX}/ngrams.parquet",
+                                                                      "rb").read()
+
+
+def parity_candidates(seed=1):
+    """Every benchmark text, perturbed copies (case and punctuation, 13-token spans, light
+    paraphrases) of a sample of them, and clean text from the bundled sample corpus."""
+    from jobs.common.config import REPO_ROOT
+
+    rng = random.Random(seed)
+    texts = [t for b in BUILTIN for t in load_benchmark(b, BENCH)["text"]]
+    items = [(f"t{i}", t) for i, t in enumerate(texts)]
+    for i, t in enumerate(rng.sample(texts, 1500)):
+        words = t.split()
+        k = rng.randrange(max(1, len(words) - 13))
+        items += [(f"c{i}", t.upper().replace(",", " ; ").replace("?", "!!")),
+                  (f"s{i}", "Quick one: " + " ".join(words[k:k + 13]) + " -- any ideas?"),
+                  (f"p{i}", paraphrase(t))]
+    for name in ("dclm_baseline.jsonl", "finemath.jsonl"):
+        with open(REPO_ROOT / "data" / "sample" / name) as f:
+            items += [(f"w{name[:2]}{i}", json.loads(line)["text"][:3000]) for i, line in enumerate(f)]
+    return items
+
+
+@needs_benchmarks
+@pytest.mark.parametrize("tokenize", ["normalize_first", "split_first"])
+def test_index_and_raw_files_flag_the_same_items(spark, bench, raw_bench, tokenize):
+    items = parity_candidates()
+    df = spark.createDataFrame(items, "id string, q string").repartition(4)
+
+    def flags(idx):
+        return {(r.item_id, r.benchmark, r.benchmark_item_id, r.match_count, r.matched_ngram)
+                for r in find_contamination(df, "id", ["q"], idx, tokenize=tokenize).collect()
+                if r.benchmark in raw_bench.checked}
+
+    from_index, from_raw = flags(bench), flags(raw_bench)
+    assert from_index == from_raw
+    flagged = {f[0] for f in from_index}
+    by_kind = {k: sum(i.startswith(k) for i in flagged) for k in "tcspw"}
+    n_texts = sum(i.startswith("t") for i, _ in items)
+    if tokenize == "normalize_first":  # a benchmark text always shares its own grams
+        assert by_kind["t"] == n_texts and by_kind["c"] > 1400  # .upper() also changes non-ASCII letters
+    assert by_kind["t"] > n_texts // 2 and by_kind["s"] > 900 and by_kind["w"] < 10, by_kind

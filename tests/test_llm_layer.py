@@ -10,8 +10,9 @@ import pytest
 from pyspark.sql import functions as F
 
 from jobs.common.config import ModelConfig, SamplingConfig
-from jobs.common.llm import PromptFieldError, generate, with_prompt
+from jobs.common.llm import PromptFieldError, engine_config, engine_worker_pool, generate, with_prompt
 from udfs.llm.base import FatalEngineError, Sampling
+from udfs.llm.engines import config_hash
 from udfs.llm.prompts import load_prompt
 from udfs.llm.scripted import ScriptedEngine
 from udfs.llm.selfscore import yes_no_score
@@ -99,11 +100,11 @@ def test_generate_10k_rows_one_engine_per_worker(spark):
             expected[(f"k{i:05d}", idx)] = (echo(msgs_i, Sampling(), idx), None, "s", "respond", prompt.sha)
     assert got == expected
     # One engine per Python worker: ask the workers how many engines they built. The probe is
-    # a mapInPandas job because SQL Python workers are reused across SQL jobs (RDD jobs get
-    # other processes); at least one probed worker must have built the engine (else the probe
-    # proves nothing) and none more than once. The number of such workers is not bounded by
-    # the task slots: a task can start before the previous task's worker is back in the idle
-    # pool, so the pool grows past local[2] over a session.
+    # a mapInPandas job created in the generation UDF's worker pool (SQL Python workers are
+    # reused across SQL jobs of one pool; RDD jobs get other processes); at least one probed
+    # worker must have built the engine (else the probe proves nothing) and none more than
+    # once. The number of such workers is not bounded by the task slots: a task can start
+    # before the previous task's worker is back in the idle pool.
     def probe(batches):
         import json as _json
 
@@ -115,7 +116,9 @@ def test_generate_10k_rows_one_engine_per_worker(spark):
             pass
         yield _pd.DataFrame({"pid": [os.getpid()], "counts": [_json.dumps(engine_constructions())]})
 
-    seen = spark.range(16).repartition(8).mapInPandas(probe, "pid long, counts string").collect()
+    with engine_worker_pool(spark, config_hash(engine_config(model))):
+        probe_df = spark.range(16).repartition(8).mapInPandas(probe, "pid long, counts string")
+    seen = probe_df.collect()
     built = {r.pid: json.loads(r.counts) for r in seen if json.loads(r.counts)}
     assert built, "no probed worker had built an engine"
     for counts in built.values():

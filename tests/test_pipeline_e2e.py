@@ -1,13 +1,12 @@
 """The whole pipeline on the bundled sample with the scripted model: every stage, every count.
 
 The scripted model (udfs/llm/scripted_pipeline.py) answers from the content it is given, so
-the expected counts below follow from the sample corpus itself. Two extra documents built at
-test time from real benchmark items (read from ../shared/data, never copied into the
-project) make decontamination catch something.
+the expected counts below follow from the sample corpus itself. Two extra documents quote the
+items of two small benchmarks of our own, which decontamination checks beside the shipped
+index of the four built-in ones: it must catch them, and nothing in the sample.
 """
 from __future__ import annotations
 
-import csv
 import json
 import os
 
@@ -17,7 +16,7 @@ from pyspark.sql import functions as F
 from jobs.common.config import validate_config
 from jobs.common.storage import TableStore
 from jobs.pipeline import run_pipeline
-from tests.conftest import REPO, SHARED_DATA
+from tests.conftest import REPO
 from udfs.llm import scripted_pipeline
 
 SCRIPT = "udfs.llm.scripted_pipeline:respond"
@@ -52,23 +51,53 @@ def _survives_scripted_model(text: str) -> bool:
     return s["complexity"] >= 4 and s["reasoning"] >= 4 and scripted_pipeline.synthesize(text.strip())["text"].startswith("{")
 
 
+# Our own benchmark items (no real benchmark text lives in the repository): candidates per
+# benchmark, the first that the scripted model selects and turns into a question is planted.
+HOUSE = {
+    "house_math": [
+        "A rectangular garden is 3 metres longer than it is wide and its area is 70 square metres; find its width, "
+        "its length, and the length of fencing needed to go around it.",
+        "Two pipes fill a tank in 6 and 9 hours; a drain empties it in 12 hours; with all three open, how long "
+        "does the empty tank take to fill, and which pipe matters most?",
+        "The sum of three consecutive odd numbers is 129; find the numbers, and show that no three consecutive "
+        "even numbers can sum to 129 whatever the starting value.",
+    ],
+    "house_quiz": [
+        "Which property of the inner planets best explains why their surfaces show many more impact craters than "
+        "the Earth does, even though all of them formed at roughly the same time?",
+        "A sealed syringe of air is pushed in slowly and then quickly; which of the following describes how the "
+        "temperature of the trapped air changes in each case and why they differ?",
+        "Why does a sample of salt water freeze at a lower temperature than pure water, and which of the listed "
+        "effects on the vapour pressure of the solvent accounts for the difference?",
+    ],
+}
+
+
+def house_benchmarks(folder) -> list[dict]:
+    """The house benchmarks as definitions (files written into ``folder``)."""
+    defs = []
+    for name, items in HOUSE.items():
+        path = os.path.join(str(folder), f"{name}.jsonl")
+        with open(path, "w") as f:
+            f.writelines(json.dumps({"id": f"{name}-{i}", "question": q}) + "\n" for i, q in enumerate(items))
+        defs.append({"name": name, "format": "jsonl", "path": path, "text_fields": ["question"], "id_field": "id"})
+    return defs
+
+
 def benchmark_docs() -> list[dict]:
-    """One MATH and one MMLU-Pro item, each wrapped in a worked-reasoning page."""
-    math_path = os.path.join(SHARED_DATA, "benchmarks", "math_test.csv")
-    pro_path = os.path.join(SHARED_DATA, "benchmarks", "mmlu_pro", "test.jsonl")
-    with open(math_path, newline="") as f:
-        math_qs = [r["Question"] for r in csv.DictReader(f) if 20 <= len(r["Question"].split()) <= 35]
-    with open(pro_path) as f:
-        pro_qs = [q for q in (json.loads(line)["question"] for line in f) if 20 <= len(q.split()) <= 35]
+    """One item of each house benchmark, each wrapped in a worked-reasoning page."""
     docs = []
-    for name, qs in (("math", math_qs), ("mmlu-pro", pro_qs)):
-        text = next(t for t in (q + "\n\n" + FILLERS[name] for q in qs) if _survives_scripted_model(t))
+    for (name, items), filler in zip(HOUSE.items(), FILLERS.values()):
+        text = next(t for t in (q + "\n\n" + filler for q in items) if _survives_scripted_model(t))
         docs.append({"url": f"https://contaminated.example/{name}", "text": text})
     return docs
 
 
 def scripted_config(root: str, extra_jsonl: str) -> dict:
+    bench_dir = os.path.join(os.path.dirname(extra_jsonl), "house-benchmarks")
+    os.makedirs(bench_dir, exist_ok=True)
     return {
+        "decontaminate": {"benchmarks": ["math", "gpqa", "mmlu_pro", "mmlu_stem", *house_benchmarks(bench_dir)]},
         "storage": {"root": root},
         "spark": {"master": "local[2]", "shuffle_partitions": 2},
         "pipeline": {"chunk_rows": 40, "progress": False},
@@ -82,14 +111,16 @@ def scripted_config(root: str, extra_jsonl: str) -> dict:
         "llm": {"models": {"default": {"engine": "scripted", "label": "scripted",
                                        "engine_kwargs": {"script": SCRIPT}}}},
         "doc_dedup": {"enabled": True},
+        "select_targeted": {"top_k": 10, "target_size": 8},
+        "select_traces": {"size": 12},
         "respond": {"sampling": {"n": 2, "temperature": 0.7, "top_p": 0.9, "max_tokens": 64}},
+        # self-training is pinned in tests/test_selftrain_e2e.py; here it only has to run
+        "self_sample": {"temperatures": [0.0, 0.7], "samples_per_temperature": 1, "max_tokens": 64},
     }
 
 
 @pytest.fixture(scope="module")
 def pipeline_run(spark, tmp_path_factory):
-    if not os.path.isdir(os.path.join(SHARED_DATA, "benchmarks")):
-        pytest.skip("../shared/data/benchmarks is not present")
     base = tmp_path_factory.mktemp("e2e")
     extra = base / "planted.jsonl"
     extra.write_text("".join(json.dumps(d) + "\n" for d in benchmark_docs()))
@@ -106,7 +137,26 @@ def test_every_stage_ran_ok(pipeline_run):
     _, _, rows = pipeline_run
     assert [(r["stage"], r["status"]) for r in rows] == [
         ("bootstrap", "ok"), ("ingest", "ok"), ("doc_dedup", "ok"), ("annotate", "ok"), ("synthesize", "ok"),
-        ("question_dedup", "ok"), ("decontaminate", "ok"), ("respond", "ok"), ("judge", "ok"), ("dataset", "ok")]
+        ("question_dedup", "ok"), ("decontaminate", "ok"), ("embed", "ok"), ("respond", "ok"), ("judge", "ok"),
+        ("dataset", "ok"), ("sample", "ok"), ("score", "ok"), ("train_data", "ok"), ("select_targeted", "ok"),
+        ("select_traces", "ok")]
+
+
+def test_selection_stages_write_a_targeted_subset_and_a_mixed_export(pipeline_run):
+    cfg, store, rows = pipeline_run
+    usable = store.read("dataset").count()
+    assert store.read("question_embeddings").where(F.col("status") == "ok").count() == usable
+    targeted = counts_of(rows, "select_targeted")
+    assert store.read("selected_targeted").count() == targeted["out"] == min(cfg.select_targeted.target_size,
+                                                                               targeted["retrieved"]) > 0
+    traces = counts_of(rows, "select_traces")
+    assert traces["in"] == store.read("responses").count()
+    assert traces["out"] > 0 and traces["sft_system1"] + traces["sft_system2"] == traces["out"]
+    assert {r.strategy for r in store.read("selected_traces").select("strategy").distinct().collect()} == {
+        "random", "long_cot", "disagreement", "strategy_diversity"}
+    for kind in ("targeted", "naturalthoughts"):
+        folder = os.path.join(cfg.storage.root, "export", "selection", kind)
+        assert any(n.endswith(".json") for n in os.listdir(os.path.join(folder, "jsonl"))), kind
 
 
 def test_counts_follow_from_the_corpus_and_the_model(pipeline_run):
@@ -145,7 +195,12 @@ def test_counts_follow_from_the_corpus_and_the_model(pipeline_run):
     planted_q = qs.join(planted, "doc_id", "left_semi").where(F.col("status") == "ok").select("question_id")
     assert planted_q.count() == 2
     assert {r.item_id for r in cont.collect()} >= {r.question_id for r in planted_q.collect()}
-    assert {r.benchmark for r in cont.collect()} >= {"math", "mmlu_pro"}
+    assert {r.benchmark for r in cont.collect()} == {"house_math", "house_quiz"}
+    counts = counts_of(rows, "decontaminate")
+    assert counts["checked_benchmarks"] == 6 and counts["dropped_contaminated"] == 2
+    assert {b: counts[f"contaminated_{b}"] for b in ("math", "gpqa", "mmlu_pro", "mmlu_stem")} == dict.fromkeys(
+        ("math", "gpqa", "mmlu_pro", "mmlu_stem"), 0)
+    assert all(counts[f"benchmark_ngrams_{b}"] > 10000 for b in ("math", "gpqa", "mmlu_pro", "mmlu_stem"))
 
     ds = store.read("dataset")
     usable = qs.where(F.col("status") == "ok")
@@ -207,7 +262,8 @@ def test_dataset_schema_and_export(pipeline_run):
 def test_rerun_changes_nothing(pipeline_run, spark):
     cfg, store, _ = pipeline_run
     tables = ["documents", "annotations", "questions", "responses", "judgments", "dataset", "contamination",
-              "dedup_questions_clusters"]
+              "dedup_questions_clusters", "samples", "sample_scores", "answer_classes", "train_sft", "train_dpo",
+              "question_embeddings", "selected_targeted", "trace_strategies", "selected_traces"]
     before = {t: store.version(t) for t in tables}
     rows = run_pipeline(cfg, spark=spark)
     assert all(r["status"] == "ok" for r in rows)
@@ -243,6 +299,7 @@ def test_a_selection_that_keeps_nothing_still_completes(spark, tmp_path):
     assert statuses.pop("doc_dedup").startswith("skipped") and set(statuses.values()) == {"ok"}, statuses
     store = TableStore(spark, cfg.storage)
     assert store.read("annotations").count() > 0 and store.read("annotations").where("selected").count() == 0
-    for table in ("questions", "responses", "judgments", "dataset"):
+    for table in ("questions", "responses", "judgments", "dataset", "samples", "sample_scores", "train_sft",
+                  "question_embeddings", "selected_targeted", "selected_traces"):
         assert store.exists(table) and store.read(table).count() == 0, table
     assert "question_id" in store.read("dataset").columns

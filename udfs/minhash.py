@@ -31,6 +31,7 @@ from __future__ import annotations
 
 import itertools
 import re
+from dataclasses import dataclass
 from typing import Iterable, Iterator, Optional, Sequence
 
 import numpy as np
@@ -326,6 +327,10 @@ def candidate_probability(s, bands: int, rows: int):
     return 1.0 - (1.0 - np.power(s, rows)) ** bands
 
 
+# NumPy 2.0 renamed trapz to trapezoid; EMR 7 ships NumPy 1.26, which has only trapz.
+_trapezoid = getattr(np, "trapezoid", None) or np.trapz
+
+
 def optimal_param(threshold: float, num_perm: int, false_positive_weight: float = 0.1,
                   false_negative_weight: float = 0.9) -> tuple[int, int]:
     """``(bands, rows)`` with ``bands * rows <= num_perm`` minimising
@@ -351,8 +356,8 @@ def optimal_param(threshold: float, num_perm: int, false_positive_weight: float 
     best, best_err = (1, 1), np.inf
     for b in range(1, num_perm + 1):
         r = np.arange(1, num_perm // b + 1, dtype=np.float64)[:, None]
-        fp = np.trapezoid(1.0 - (1.0 - lo[None, :] ** r) ** b, lo, axis=1)
-        fn = np.trapezoid((1.0 - hi[None, :] ** r) ** b, hi, axis=1)
+        fp = _trapezoid(1.0 - (1.0 - lo[None, :] ** r) ** b, lo, axis=1)
+        fn = _trapezoid((1.0 - hi[None, :] ** r) ** b, hi, axis=1)
         err = false_positive_weight * fp + false_negative_weight * fn
         i = int(np.argmin(err))
         if err[i] < best_err - 1e-12:
@@ -437,6 +442,15 @@ def bucket_pair_batches(batches: Iterable, *, max_bucket_size: int, threshold: f
     """
     import pyarrow as pa
 
+    for tbl, a, b in _bucket_runs(batches, max_bucket_size, threshold):
+        ids = tbl.column("id").combine_chunks() if tbl.column("id").num_chunks > 1 else tbl.column("id").chunk(0)
+        yield pa.RecordBatch.from_arrays([ids.take(pa.array(a)), ids.take(pa.array(b))], names=["id_a", "id_b"])
+
+
+def _bucket_runs(batches: Iterable, max_bucket_size: int, threshold: float) -> Iterator:
+    """(table, a, b): row-index pairs of ``bucket_pair_batches``' rule, per stretch of whole runs."""
+    import pyarrow as pa
+
     pending = None
     for batch in itertools.chain(batches, [None]):
         if batch is None:
@@ -466,9 +480,113 @@ def bucket_pair_batches(batches: Iterable, *, max_bucket_size: int, threshold: f
         n = tbl.column("n").to_numpy().astype(np.float64)
         na, nb = n[a], n[b]
         ok = np.minimum(na, nb) >= threshold * np.maximum(na, nb) - 1e-9
-        a, b = a[ok], b[ok]
-        ids = tbl.column("id").combine_chunks() if tbl.column("id").num_chunks > 1 else tbl.column("id").chunk(0)
-        yield pa.RecordBatch.from_arrays([ids.take(pa.array(a)), ids.take(pa.array(b))], names=["id_a", "id_b"])
+        yield tbl, a[ok], b[ok]
+
+
+@dataclass
+class DocSets:
+    """Every item's band hashes and sorted shingle-hash set, by (sorted) int64 id: what
+    ``bucket_verify_batches`` looks pairs up in, shipped to every task as one broadcast."""
+
+    ids: np.ndarray  # int64, sorted
+    offsets: np.ndarray  # int64, len(ids) + 1, into values
+    values: np.ndarray  # int64 shingle hashes, each item's sorted
+    bands: np.ndarray  # (len(ids), b) int64 band hashes
+    giant: np.ndarray  # sorted band hashes of buckets with more than max_bucket_size items
+
+    @classmethod
+    def from_docs(cls, docs, max_bucket_size: int) -> "DocSets":
+        """From an Arrow table of (id int64, band_hashes list<int64>, shingles binary) rows."""
+        import pyarrow as pa
+        import pyarrow.compute as pc
+
+        order = pc.sort_indices(docs.column("id")).to_numpy()
+        ids = docs.column("id").to_numpy()[order]
+        counts, values = binary_int64(docs.column("shingles").combine_chunks().take(pa.array(order)))
+        bands_col = docs.column("band_hashes").combine_chunks().take(pa.array(order))
+        b = len(bands_col[0]) if len(bands_col) else 0
+        bands = pc.list_flatten(bands_col).to_numpy().reshape(len(ids), b) if b else np.zeros((len(ids), 0), np.int64)
+        keys, sizes = np.unique(bands, return_counts=True)
+        offsets = np.concatenate(([0], np.cumsum(counts))).astype(np.int64)
+        return cls(ids, offsets, values, bands, keys[sizes > max_bucket_size])
+
+
+def bucket_verify_batches(batches: Iterable, *, sets, max_bucket_size: int, threshold: float) -> Iterator:
+    """``mapInArrow`` body over (key, band, id, n) rows sorted by (key, id) within the partition,
+    every row of a key in one partition: (id_a, id_b, jaccard) of the verified pairs, plus one
+    row (null, null, pairs checked) per batch.
+
+    The candidates are ``bucket_pair_batches``' pairs, verified here against ``sets`` (a
+    ``DocSets`` or a Spark broadcast of one) instead of being shuffled, de-duplicated and
+    joined to their sets. A pair that shares several bands is checked once: in its first
+    shared band, unless that band's bucket is a giant one (where not every pair is emitted),
+    in which case in its first shared band that is not. So each distinct candidate is
+    verified and counted once, except the links of giant buckets (first member, predecessor),
+    which are checked in every giant bucket that links them: still linear in the bucket size.
+    """
+    sets = getattr(sets, "value", sets)
+    empty = True
+    for tbl, a, b in _bucket_runs(batches, max_bucket_size, threshold):
+        ids = tbl.column("id").to_numpy()
+        band = tbl.column("band").to_numpy()
+        ia, ib = ids[a], ids[b]
+        pa_, pb_ = np.searchsorted(sets.ids, ia), np.searchsorted(sets.ids, ib)
+        j = band[a]
+        same = (band[b] == j) & (ia != ib)
+        ra, rb = sets.bands[pa_], sets.bands[pb_]
+        earlier = (ra == rb) & (np.arange(ra.shape[1])[None, :] < j[:, None])
+        if earlier.any() and len(sets.giant):
+            earlier &= ~np.isin(ra, sets.giant)
+        first = (ia != ib) & ~(same & earlier.any(axis=1))
+        pa_, pb_, ia, ib = pa_[first], pb_[first], ia[first], ib[first]
+        jac = _set_jaccard(sets, pa_, pb_)
+        ok = np.flatnonzero(jac >= threshold)
+        empty = False
+        yield _with_tally(ia[ok], ib[ok], jac[ok], len(ia))
+    if empty:
+        yield _with_tally(np.zeros(0, np.int64), np.zeros(0, np.int64), np.zeros(0), 0)
+
+
+def _with_tally(ia: np.ndarray, ib: np.ndarray, jac: np.ndarray, checked: int):
+    """A batch of verified pairs and, last, the tally row (null, null, pairs checked)."""
+    import pyarrow as pa
+
+    mask = np.zeros(len(ia) + 1, dtype=bool)
+    mask[-1] = True
+    return pa.RecordBatch.from_arrays(
+        [pa.array(np.append(ia, 0), mask=mask), pa.array(np.append(ib, 0), mask=mask),
+         pa.array(np.append(jac, float(checked)), type=pa.float64())], names=["id_a", "id_b", "jaccard"])
+
+
+def _set_jaccard(sets: DocSets, pa_: np.ndarray, pb_: np.ndarray) -> np.ndarray:
+    """Exact Jaccard of the shingle-hash sets of items ``pa_[i]`` and ``pb_[i]`` (positions in ``sets``)."""
+    la = sets.offsets[pa_ + 1] - sets.offsets[pa_]
+    lb = sets.offsets[pb_ + 1] - sets.offsets[pb_]
+    va = sets.values[_ranges(sets.offsets[pa_], la)]
+    vb = sets.values[_ranges(sets.offsets[pb_], lb)]
+    return _pair_jaccard(la, va, lb, vb)
+
+
+def _ranges(starts: np.ndarray, lengths: np.ndarray) -> np.ndarray:
+    """Concatenated ``range(starts[i], starts[i] + lengths[i])``."""
+    total = int(lengths.sum())
+    return np.repeat(starts - (np.cumsum(lengths) - lengths), lengths) + np.arange(total, dtype=np.int64)
+
+
+def _pair_jaccard(la: np.ndarray, va: np.ndarray, lb: np.ndarray, vb: np.ndarray) -> np.ndarray:
+    """Jaccard per pair of the sets ``va`` (``la[i]`` values for pair i, in pair order) and ``vb``:
+    the members of both are tagged with their pair and sorted by (pair, hash); a hash listed
+    twice for one pair is in the intersection (a set has no repeats)."""
+    n = len(la)
+    pair = np.concatenate([np.repeat(np.arange(n, dtype=np.int64), la), np.repeat(np.arange(n, dtype=np.int64), lb)])
+    h = np.concatenate([va, vb])
+    order = np.lexsort((h, pair))
+    h, pair = h[order], pair[order]
+    dup = (h[1:] == h[:-1]) & (pair[1:] == pair[:-1])
+    inter = np.bincount(pair[1:][dup], minlength=n)
+    union = la + lb - inter
+    with np.errstate(invalid="ignore", divide="ignore"):
+        return np.where((la > 0) & (lb > 0), inter / np.maximum(union, 1), 0.0)
 
 
 def _run_pairs(starts: np.ndarray, total: int, max_bucket_size: int) -> tuple[np.ndarray, np.ndarray]:
@@ -506,22 +624,15 @@ def jaccard_hash_batches(batches: Iterable, *, threshold: float, tally: bool = F
         la, va = binary_int64(batch.column("shingles_a"))
         lb, vb = binary_int64(batch.column("shingles_b"))
         n = len(la)
-        pair = np.concatenate([np.repeat(np.arange(n, dtype=np.int64), la), np.repeat(np.arange(n, dtype=np.int64), lb)])
-        h = np.concatenate([va, vb])
-        order = np.lexsort((h, pair))
-        h, pair = h[order], pair[order]
-        dup = (h[1:] == h[:-1]) & (pair[1:] == pair[:-1])
-        inter = np.bincount(pair[1:][dup], minlength=n)
-        union = la + lb - inter
-        with np.errstate(invalid="ignore", divide="ignore"):
-            j = np.where((la > 0) & (lb > 0), inter / np.maximum(union, 1), 0.0)
+        j = _pair_jaccard(la, va, lb, vb)
         ok = np.flatnonzero(j >= threshold)
         yield pa.RecordBatch.from_arrays(
             [batch.column("id_a").take(pa.array(ok)), batch.column("id_b").take(pa.array(ok)),
              pa.array(j[ok], type=pa.float64())], names=["id_a", "id_b", "jaccard"])
         if tally:
             yield pa.RecordBatch.from_arrays(
-                [pa.nulls(1, pa.string()), pa.nulls(1, pa.string()), pa.array([float(n)], type=pa.float64())],
+                [pa.nulls(1, batch.column("id_a").type), pa.nulls(1, batch.column("id_b").type),
+                 pa.array([float(n)], type=pa.float64())],
                 names=["id_a", "id_b", "jaccard"])
 
 
@@ -535,6 +646,126 @@ def signature_batches(batches: Iterable, *, num_perm: int, seed: int, ngram: int
         offsets = pa.array(np.arange(0, sig.size + 1, num_perm, dtype=np.int32))
         arr = pa.ListArray.from_arrays(offsets, pa.array(sig.view(np.int64).reshape(-1)))
         yield pa.RecordBatch.from_arrays([batch.column(id_col), arr], names=["id", "signature"])
+
+
+# --------------------------------------------------------------------------- in-process dedup (small inputs)
+
+
+@dataclass
+class LocalDedup:
+    """What ``dedup_in_process`` returns: row-aligned cluster labels and the verified pairs,
+    all as positions in the input (``ids[cluster]`` is the cluster id)."""
+
+    cluster: np.ndarray  # int64, the position of the cluster's smallest id, per input row
+    keep: np.ndarray  # bool per input row
+    pair_a: np.ndarray  # int64 positions, ids[pair_a] < ids[pair_b]
+    pair_b: np.ndarray
+    jaccard: np.ndarray  # float64
+    candidate_pairs: int
+    rounds: int
+
+
+def dedup_in_process(ids, texts, *, num_perm: int, seed: int, ngram: int, bands: int, rows: int, threshold: float,
+                     max_bucket_size: int, scores=None, batch_rows: int = 8192,
+                     pair_batch: int = 1 << 16) -> LocalDedup:
+    """The whole dedup in one process, over the same UDF bodies the Spark path maps over its
+    partitions (``doc_batches``, ``bucket_verify_batches``), so the two give the same pairs,
+    Jaccards, clusters and counts for the same rows.
+
+    ``ids`` is an Arrow string array without nulls or repeats, ``texts`` an Arrow string array
+    of the same length, ``scores`` (keep the highest) an Arrow float64 array or None. Ids are
+    replaced by their rank in byte order (Spark's string order) for the whole computation: band rows sort by (band hash, rank) as Spark sorts them by
+    (band hash, id), and a component's smallest rank is its smallest id.
+    """
+    import pyarrow as pa
+    import pyarrow.compute as pc
+
+    n = len(ids)
+    order = pc.sort_indices(ids).to_numpy()
+    rank = np.empty(n, dtype=np.int64)
+    rank[order] = np.arange(n, dtype=np.int64)
+    by_rank = pa.table({"id": pa.array(np.arange(n, dtype=np.int64)), "text": texts.take(pa.array(order))})
+    docs = pa.Table.from_batches(
+        list(doc_batches(by_rank.to_batches(max_chunksize=batch_rows), num_perm=num_perm, seed=seed, ngram=ngram,
+                         bands=bands, rows=rows, block=256)),
+        schema=pa.schema([("id", pa.int64()), ("band_hashes", pa.list_(pa.int64())), ("shingles", pa.binary())]))
+    sets = DocSets.from_docs(docs, max_bucket_size)
+    sizes = np.diff(sets.offsets)
+
+    # candidates: band rows sorted by (band hash, rank), every bucket one run, verified where made
+    b_idx = np.tile(np.arange(bands, dtype=np.int32), len(sets.ids))
+    key, member = sets.bands.reshape(-1), np.repeat(sets.ids, bands)
+    srt = np.lexsort((member, key))
+    band_rows = pa.table({"key": key[srt], "band": b_idx[srt], "id": member[srt], "n": np.repeat(sizes, bands)[srt]})
+    va, vb, vj, checked = [], [], [], 0
+    for out in bucket_verify_batches(band_rows.to_batches(max_chunksize=pair_batch), sets=sets,
+                                     max_bucket_size=max_bucket_size, threshold=threshold):
+        ok = out.column("id_a").is_valid().to_numpy(zero_copy_only=False)
+        va.append(out.column("id_a").to_numpy(zero_copy_only=False)[ok].astype(np.int64))
+        vb.append(out.column("id_b").to_numpy(zero_copy_only=False)[ok].astype(np.int64))
+        vj.append(out.column("jaccard").to_numpy()[ok])
+        checked += int(out.column("jaccard").to_numpy()[~ok].sum())
+    va, vb, vj = np.concatenate(va), np.concatenate(vb), np.concatenate(vj)
+    # a pair checked twice (it shares two giant buckets) is listed once, as the Spark path's distinct does
+    _, first = np.unique(va * max(n, 1) + vb, return_index=True)
+    va, vb, vj = va[first], vb[first], vj[first]
+
+    label, rounds = min_label_components(n, va, vb)
+    if scores is not None:
+        scores = scores.take(pa.array(order))
+        scores = (scores.to_numpy(zero_copy_only=False), np.asarray(scores.is_null().to_numpy(zero_copy_only=False)))
+    keep = _kept_members(label, scores)
+    return LocalDedup(cluster=order[label[rank]], keep=keep[rank], pair_a=order[va], pair_b=order[vb], jaccard=vj,
+                      candidate_pairs=checked, rounds=rounds)
+
+
+def min_label_components(n: int, a: np.ndarray, b: np.ndarray) -> tuple[np.ndarray, int]:
+    """For nodes ``0 .. n-1`` and edges ``(a[i], b[i])``: each node's component label, the
+    smallest node of its component; and the rounds run.
+
+    Each round hooks both ends of every edge (and their current labels) to the smaller
+    label, then pointer-jumps to the root; labels only ever point to smaller nodes of the
+    same component, and a round that changes nothing means every edge joins equal labels.
+
+    >>> min_label_components(6, np.array([4, 1, 5]), np.array([1, 3, 3]))[0].tolist()
+    [0, 1, 2, 1, 1, 1]
+    """
+    lab = np.arange(n, dtype=np.int64)
+    rounds = 0
+    while len(a):
+        rounds += 1
+        m = np.minimum(lab[a], lab[b])
+        new = lab.copy()
+        for tgt in (a, b, lab[a], lab[b]):
+            np.minimum.at(new, tgt, m)
+        while True:
+            nxt = new[new]
+            if np.array_equal(nxt, new):
+                break
+            new = nxt
+        if np.array_equal(new, lab):
+            break
+        lab = new
+    return lab, rounds
+
+
+def _kept_members(label: np.ndarray, scores: Optional[tuple[np.ndarray, np.ndarray]]) -> np.ndarray:
+    """One kept node per component: the smallest, or the highest score with Spark's order for
+    ``score desc nulls last, id asc`` (NaN above every number, then numbers, then nulls);
+    ``scores`` is (float64 values, null mask)."""
+    n = len(label)
+    if scores is None:
+        return label == np.arange(n)
+    val, null = scores
+    nan = np.isnan(val) & ~null
+    group = np.where(nan, 0, np.where(null, 2, 1))
+    neg = np.where(group == 1, -val, 0.0)
+    order = np.lexsort((np.arange(n), neg, group, label))
+    first = np.ones(n, dtype=bool)
+    first[1:] = label[order][1:] != label[order][:-1]
+    keep = np.zeros(n, dtype=bool)
+    keep[order[first]] = True
+    return keep
 
 
 # --------------------------------------------------------------------------- reference (test oracle)

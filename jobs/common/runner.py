@@ -11,7 +11,6 @@ from __future__ import annotations
 import datetime as dt
 import importlib
 import logging
-import math
 import time
 import traceback
 import uuid
@@ -38,9 +37,16 @@ STAGE_MODULES: dict[str, str] = {
     "synthesize": "jobs.synthesize",
     "question_dedup": "jobs.dedup",
     "decontaminate": "jobs.decontaminate",
+    "embed": "jobs.embed",
+    "semdedup": "jobs.semdedup",
     "respond": "jobs.respond",
     "judge": "jobs.judge",
     "dataset": "jobs.dataset",
+    "sample": "jobs.sample",
+    "score": "jobs.score",
+    "train_data": "jobs.train_data",
+    "select_targeted": "jobs.select_targeted",
+    "select_traces": "jobs.select_traces",
 }
 
 RUNS_SCHEMA = (
@@ -70,6 +76,8 @@ class StageContext:
     pipeline_run_id: str
     counts: Counter = field(default_factory=Counter)
     metrics: dict = field(default_factory=dict)
+    input_versions: dict = field(default_factory=dict)  # the stage's inputs' Delta versions at its start
+    _calls: Counter = field(default_factory=Counter)  # process_in_chunks calls per output, for staging slots
 
     def count(self, key: str, n: int = 1) -> None:
         self.counts[key] += int(n)
@@ -116,6 +124,15 @@ class StageContext:
         done = self.store.keys_present(output, keys)
         return df if done is None else df.join(done, on=list(keys), how="left_anti")
 
+    def _default_in_flight(self) -> int:
+        """2 chunk jobs at once (the next one's tasks fill the slots of the previous one's
+        stragglers), except in local mode with an in-process model: there every concurrent
+        generation task would load its own copy onto the same cores."""
+        in_process = {"auto", "vllm", "transformers"}
+        if is_local(self.spark) and any(m.engine in in_process for m in self.cfg.llm.models.values()):
+            return 1
+        return 2
+
     def process_in_chunks(
         self,
         pending: DataFrame,
@@ -127,43 +144,39 @@ class StageContext:
         sum_cols: Sequence[str] = ("prompt_tokens", "completion_tokens"),
         chunk_rows: Optional[int] = None,
     ) -> int:
-        """Run ``fn`` over ``pending`` one chunk at a time, committing each chunk to ``output``.
+        """Run ``fn`` over ``pending`` chunk by chunk, committing each chunk to ``output``; returns
+        the rows committed by this call.
 
-        Chunks are hash buckets of the key, so no driver-side key list is needed and a
-        crash loses at most the chunk in flight; a re-run recomputes ``pending`` and goes on.
-        Each chunk's output is persisted so the model runs once, for the write and the counts.
+        ``pending`` is evaluated once, into a staging of Parquet files that the chunks read
+        (``jobs.common.chunks`` has the design). Chunk jobs run ``pipeline.chunks_in_flight`` at
+        a time while one thread commits their outputs in order, each commit an idempotent Delta
+        transaction: a crash loses at most the chunks in flight, a re-run with the same inputs
+        resumes from the same staging and commits nothing twice. ``chunk_keys`` must identify a
+        row of ``pending`` (the input table's key). Counts (``failed_<status>``, ``sum_cols``)
+        come from one aggregation of each chunk's written output.
         """
+        from jobs.common import chunks
+
         chunk_rows = chunk_rows or self.cfg.pipeline.chunk_rows
-        total = pending.count()
-        if total == 0:
+        self._calls[output] += 1
+        slot = f"{output}-{self._calls[output]}"
+        plan = chunks.stage_pending(self, slot, pending, chunk_keys, output, output_keys, chunk_rows)
+        if plan.total == 0:
             if not self.store.exists(output):
                 # Nothing came in (e.g. a selection that kept no document): the output table
                 # still exists, empty with its schema, so the stages after it read zero rows.
                 # limit(0) is planned as an empty relation: no UDF runs, no model loads.
                 self.store.append_new(output, fn(pending).limit(0), output_keys)
             log.info("[%s] nothing to do: every key is already in %s", self.stage, output)
+            chunks.remove_path(self.spark, plan.location)
             return 0
-        n_chunks = max(1, math.ceil(total / chunk_rows))
-        bucket = F.pmod(F.xxhash64(*[F.col(k) for k in chunk_keys]), F.lit(n_chunks))
-        written = 0
-        with _progress(self, total, f"{self.stage} -> {output}") as advance:
-            for i in range(n_chunks):
-                part = pending.where(bucket == i)
-                out = fn(part).persist()
-                try:
-                    n_in = part.count() if n_chunks > 1 else total
-                    written += self.store.append_new(output, out, output_keys)
-                    if status_col and status_col in out.columns:
-                        self.count_by(out, status_col, "failed_")
-                    present = [c for c in sum_cols if c in out.columns]
-                    if present:
-                        row = out.agg(*[F.sum(c).alias(c) for c in present]).collect()[0]
-                        for c in present:
-                            self.count(c, row[c] or 0)
-                finally:
-                    out.unpersist()
-                log.info("[%s] chunk %d/%d committed (%d rows in)", self.stage, i + 1, n_chunks, n_in)
-                advance(n_in)
+        in_flight = self.cfg.pipeline.chunks_in_flight or self._default_in_flight()
+        log.info("[%s] %d pending rows in %d chunk(s) of <= %d rows, %d in flight", self.stage, plan.total,
+                 len(plan.chunks), chunk_rows, in_flight)
+        with _progress(self, plan.total, f"{self.stage} -> {output}") as advance:
+            written = chunks.run_chunks(self, plan, fn, output, output_keys, status_col, sum_cols, in_flight, advance)
+        # Only a finished call removes its staging: after a failure a re-run resumes from it.
+        chunks.remove_path(self.spark, plan.location)
         return written
 
 
@@ -233,6 +246,7 @@ def run_stage(
     started = dt.datetime.now(dt.timezone.utc)
     t0 = time.monotonic()
     input_versions = {t: store.version(t) for t in inputs}
+    ctx.input_versions = {k: v for k, v in input_versions.items() if v is not None}
     status, error = "ok", None
     # a killed driver writes no runs row: a marker stands in until this run's row is written
     attempt = attempts.start(store, RUNS_SCHEMA, {

@@ -24,6 +24,7 @@ from pyspark.sql import DataFrame, SparkSession
 
 from jobs.common.config import StorageConfig
 from jobs.common.spark import has_delta_extension
+from udfs import fs as nrfs
 
 log = logging.getLogger(__name__)
 
@@ -110,6 +111,152 @@ def _is_local(uri: str) -> bool:
     return "://" not in uri or uri.startswith("file://")
 
 
+# --------------------------------------------------------------------------- who moves the bytes
+
+
+def spark_handles(spark: SparkSession, path: str, cfg: StorageConfig) -> bool:
+    """Whether Spark's own readers and writers can reach ``path``; if not, our tasks move the
+    bytes through ``udfs.fs`` (pyarrow's filesystems, with ``storage_options``).
+
+    ``storage.io=auto`` asks Hadoop for a filesystem class for the path's scheme: EMR and
+    Databricks have one for s3/s3a, a local pyspark has none (no hadoop-aws jars), and there the
+    bridge, exports and the standalone tools still work on S3.
+    """
+    if cfg.io != "auto":
+        return cfg.io == "spark"
+    if not nrfs.is_remote(path):
+        return True
+    scheme = spark_uri(nrfs.s3_uri(path), cfg.spark_s3_scheme).split("://", 1)[0]
+    return _hadoop_has_scheme(spark, scheme)
+
+
+def _hadoop_has_scheme(spark: SparkSession, scheme: str) -> bool:
+    sc = getattr(spark, "sparkContext", None)
+    try:
+        jsc = sc._jsc if sc is not None else None
+    except Exception:  # Spark Connect: no JVM here; the cluster behind it reads its own storage
+        return True
+    if jsc is None:
+        return True
+    try:
+        sc._jvm.org.apache.hadoop.fs.FileSystem.getFileSystemClass(scheme, jsc.hadoopConfiguration())
+        return True
+    except Exception:  # ClassNotFound (no hadoop-aws) or UnsupportedFileSystemException
+        return False
+
+
+def write_task_files(spark: SparkSession, df: DataFrame, folder: str, fmt: str, cfg: StorageConfig) -> int:
+    """``df`` as one file per partition under ``folder`` (``parquet`` or ``jsonl``), written by the
+    tasks through ``udfs.fs``. Returns the rows written.
+
+    File names are fixed by partition, so a retried task overwrites its own file; the folder is
+    emptied first, as Spark's ``mode("overwrite")`` does.
+    """
+    import functools
+
+    body = {"parquet": nrfs.write_parquet_task, "jsonl": nrfs.write_jsonl_task}[fmt]
+    opts = dict(cfg.storage_options)
+    nrfs.require_bucket(folder, opts)  # on the driver: a clear error before any task starts
+    nrfs.delete_dir(folder, opts)
+    written = df.mapInArrow(functools.partial(body, folder=folder, options=opts), "path string, rows long")
+    rows = int(sum(r["rows"] for r in written.collect()))  # one small row per partition
+    if rows == 0:
+        # No task wrote a file, and an object store has no empty folders: leave one empty file
+        # (with the schema, for Parquet) so the output exists and reads back as zero rows.
+        from pyspark.sql.pandas.types import to_arrow_schema
+
+        with nrfs.open_output(nrfs.join(folder, f"part-00000.{'json' if fmt == 'jsonl' else fmt}"), opts) as f:
+            if fmt == "parquet":
+                pq.write_table(to_arrow_schema(df.schema).empty_table(), f)
+    return rows
+
+
+def write_parquet(spark: SparkSession, df: DataFrame, folder: str, cfg: StorageConfig, mode: str = "overwrite") -> None:
+    """Parquet files of ``df`` in ``folder``: Spark's writer where Spark reaches the path, else ours."""
+    if spark_handles(spark, folder, cfg):
+        df.write.mode(mode).parquet(spark_uri(folder, cfg.spark_s3_scheme))
+        return
+    if mode == "errorifexists" and nrfs.exists(folder, dict(cfg.storage_options)):
+        raise StorageError(f"{folder}: already exists")
+    write_task_files(spark, df, folder, "parquet", cfg)
+
+
+def read_parquet_files(spark: SparkSession, uris: Sequence[str], schema: pa.Schema, cfg: StorageConfig,
+                       base: Optional[str] = None) -> DataFrame:
+    """Parquet files as a DataFrame with ``schema``'s columns: Spark's reader where Spark reaches
+    them, else tasks reading them through ``udfs.fs`` (no Hive-partitioned tables there)."""
+    import functools
+
+    from pyspark.sql.pandas.types import from_arrow_schema
+
+    spark_schema = from_arrow_schema(schema)
+    if not uris:
+        return spark.createDataFrame([], spark_schema)
+    if spark_handles(spark, uris[0], cfg):
+        reader = spark.read.schema(spark_schema)
+        if base:
+            # Hive-style folders carry the partition values; basePath lets Spark put them back.
+            reader = reader.option("basePath", spark_uri(base, cfg.spark_s3_scheme))
+        return reader.parquet(*[spark_uri(u, cfg.spark_s3_scheme) for u in uris]).select(
+            *[f"`{n}`" for n in schema.names])
+    if base:
+        raise UnsupportedTableError(
+            f"{base}: a partitioned table on storage this Spark cannot reach itself; read it on a cluster "
+            "whose Spark has the storage's filesystem (hadoop-aws on OSS Spark)")
+    from pyspark.sql.pandas.types import to_arrow_schema
+
+    paths = spark.createDataFrame([(u,) for u in uris], "path string")
+    paths = paths.repartition(max(1, min(len(uris), spark.sparkContext.defaultParallelism * 4)))
+    # The tasks hand Spark the Arrow types Spark itself uses (no large or view types, UTC micros).
+    out = to_arrow_schema(spark_schema)
+    body = functools.partial(nrfs.read_parquet_task, schema_bytes=out.serialize().to_pybytes(),
+                             options=dict(cfg.storage_options))
+    return paths.mapInArrow(body, spark_schema)
+
+
+def read_files(spark: SparkSession, path: str, fmt: str, cfg: StorageConfig) -> DataFrame:
+    """A JSONL or Parquet file or folder as a DataFrame, wherever it lies (the standalone tools' input).
+
+    Spark reads it where it reaches the storage. Otherwise Parquet files are read by tasks
+    through ``udfs.fs``, and JSONL (whose schema Spark infers) is first copied to the driver's
+    disk -- which only a local master's executors share, so a cluster that cannot reach the
+    storage is an error that says so.
+    """
+    if spark_handles(spark, path, cfg):
+        target = spark_uri(path, cfg.spark_s3_scheme)
+        return spark.read.json(target) if fmt == "jsonl" else spark.read.parquet(target)
+    opts = dict(cfg.storage_options)
+    if nrfs.isdir(path, opts):
+        ext = (".json", ".jsonl") if fmt == "jsonl" else (".parquet",)
+        files = [p for p, _ in nrfs.list_files(path, opts, recursive=True)
+                 if p.endswith(ext) and not p.rsplit("/", 1)[-1].startswith(("_", "."))]
+    elif nrfs.isfile(path, opts):
+        files = [path]
+    else:
+        raise nrfs.translate(FileNotFoundError(path), path, "read", opts)
+    if not files:
+        raise StorageError(f"{path}: no {fmt} files in this folder")
+    if fmt == "parquet":
+        with nrfs.open_input(files[0], opts) as f:
+            schema = _strip_metadata(pq.read_schema(f))
+        return read_parquet_files(spark, files, schema, cfg)
+    from jobs.common.spark import is_local
+
+    if not is_local(spark):
+        raise StorageError(f"{path}: this cluster's Spark has no filesystem for it (hadoop-aws on OSS Spark); "
+                           "install it, or convert the input to Parquet")
+    import atexit
+    import shutil
+    import tempfile
+
+    local = tempfile.mkdtemp(prefix="nr-input-")
+    atexit.register(shutil.rmtree, local, True)  # Spark reads lazily: keep the copy for the session
+    for i, f in enumerate(files):
+        nrfs.download(f, os.path.join(local, f"{i:05d}.json"), opts)
+    log.info("%s: %d JSONL file(s) copied to %s for local Spark", path, len(files), local)
+    return spark.read.json(local)
+
+
 # --------------------------------------------------------------------------- backends
 
 
@@ -127,6 +274,16 @@ class DeltaBackend:
     def overwrite(self, path: str, df: DataFrame) -> int: ...
     def append_new(self, path: str, df: DataFrame, keys: Sequence[str]) -> int: ...
     def delete_where(self, path: str, predicate: str) -> None: ...
+
+    # Chunked, idempotent appends (the stage runner's chunk commits): ``stage_append`` writes a
+    # chunk's files without making them visible, ``commit_staged`` adds them in one commit that
+    # carries Delta's application transaction (``app_id``, ``txn_version``), and
+    # ``txn_version`` reads back the last committed version of ``app_id``.
+    def stage_append(self, path: str, df: DataFrame) -> "_Staged": ...
+    def staged_location(self, path: str, staged: "_Staged") -> str: ...
+    def commit_staged(self, path: str, staged: "_Staged", app_id: str, txn_version: int) -> bool: ...
+    def discard_staged(self, path: str, staged: "_Staged") -> None: ...
+    def txn_version(self, path: str, app_id: str) -> Optional[int]: ...
 
 
 def _check_schema(path: str, table_schema: "pa.Schema | list[tuple[str, str]]", new: list[tuple[str, str]]) -> None:
@@ -296,6 +453,49 @@ class NativeDelta(DeltaBackend):
     def delete_where(self, path: str, predicate: str) -> None:
         self._with_retries(path, lambda: self._dt(path).delete(predicate))
 
+    def stage_append(self, path: str, df: DataFrame) -> "_Staged":
+        # Delta's writer commits as it writes: stage as Parquet in a folder Delta ignores (a
+        # leading underscore), then commit_staged copies it in with txnAppId/txnVersion.
+        folder = f"_nr_staged/part-{uuid.uuid4().hex}"
+        df.write.mode("errorifexists").parquet(f"{path.rstrip('/')}/{folder}")
+        return _Staged(folder, [], None, -1)
+
+    def staged_location(self, path: str, staged: "_Staged") -> str:
+        return f"{path.rstrip('/')}/{staged.folder}"
+
+    def commit_staged(self, path: str, staged: "_Staged", app_id: str, txn_version: int) -> bool:
+        done = self.txn_version(path, app_id)
+        if done is not None and done >= txn_version:
+            self.discard_staged(path, staged)
+            return False
+        data = self.spark.read.parquet(self.staged_location(path, staged))
+        if self.exists(path):
+            _check_schema(path, _spark_fields(self.read(path)), _spark_fields(data))
+        # Delta skips a write whose (txnAppId, txnVersion) it has already committed.
+        (data.write.format("delta").mode("append").option("txnAppId", app_id)
+         .option("txnVersion", int(txn_version)).save(path))
+        self.discard_staged(path, staged)
+        return True
+
+    def discard_staged(self, path: str, staged: "_Staged") -> None:
+        jvm = self.spark._jvm
+        target = jvm.org.apache.hadoop.fs.Path(self.staged_location(path, staged))
+        target.getFileSystem(self.spark._jsc.hadoopConfiguration()).delete(target, True)
+
+    def txn_version(self, path: str, app_id: str) -> Optional[int]:
+        if not self.exists(path):
+            return None
+        jvm = self.spark._jvm
+        try:  # Delta's own snapshot (the signature of update() moved between Delta releases)
+            log_ = jvm.org.apache.spark.sql.delta.DeltaLog.forTable(self.spark._jsparkSession, path)
+            got = log_.update(False, jvm.scala.Option.empty(), jvm.scala.Option.empty()).transactions().get(app_id)
+            return int(got.get()) if got.isDefined() else None
+        except Exception:
+            from deltalake import DeltaTable
+
+            return DeltaTable(delta_uri(path), storage_options=dict(self.cfg.storage_options) or None
+                              ).transaction_version(app_id)
+
 
 @dataclass
 class _Staged:
@@ -323,12 +523,15 @@ class BridgeDelta(DeltaBackend):
     def _table(self, path: str, version: Optional[int] = None):
         from deltalake import DeltaTable
 
+        nrfs.require_bucket(delta_uri(path), self._options())
+
         dt = DeltaTable(delta_uri(path), storage_options=self._options() or None, version=version)
         return dt
 
     def exists(self, path: str) -> bool:
         from deltalake import DeltaTable
 
+        nrfs.require_bucket(delta_uri(path), self._options())
         return DeltaTable.is_deltatable(delta_uri(path), storage_options=self._options() or None)
 
     def version(self, path: str) -> Optional[int]:
@@ -357,28 +560,18 @@ class BridgeDelta(DeltaBackend):
         dt = self._table(path, version)
         self._refuse_unsupported(path, dt)
         arrow_schema = pa.schema(dt.schema().to_arrow())
-        from pyspark.sql.pandas.types import from_arrow_schema
-
-        spark_schema = from_arrow_schema(arrow_schema)
-        uris = [spark_uri(u, self.cfg.spark_s3_scheme) for u in dt.file_uris()]
-        if not uris:
-            return self.spark.createDataFrame([], spark_schema)
-        partition_cols = dt.metadata().partition_columns
-        reader = self.spark.read.schema(spark_schema)
-        if partition_cols:
-            # Hive-style folders carry the partition values; basePath lets Spark put them back.
-            reader = reader.option("basePath", spark_uri(dt.table_uri, self.cfg.spark_s3_scheme))
-        return reader.parquet(*uris).select(*[f"`{n}`" for n in arrow_schema.names])
+        base = dt.table_uri if dt.metadata().partition_columns else None
+        return read_parquet_files(self.spark, dt.file_uris(), arrow_schema, self.cfg, base)
 
     # ---- writing
 
     def _stage(self, path: str, df: DataFrame) -> _Staged:
         table_uri = delta_uri(path)
         folder = f"part-{uuid.uuid4().hex}"
-        target = spark_uri(table_uri.rstrip("/") + "/" + folder, self.cfg.spark_s3_scheme)
-        df.write.mode("errorifexists").parquet(target)
+        write_parquet(self.spark, df, table_uri.rstrip("/") + "/" + folder, self.cfg, mode="errorifexists")
         fs, base = _filesystem(table_uri, self._options())
-        infos = fs.get_file_info(_selector(base + "/" + folder))
+        with nrfs.access(f"{path}/{folder}", "list staged files", self._options()):
+            infos = fs.get_file_info(_selector(base + "/" + folder))
         actions = []
         schema = None
         rows = 0
@@ -389,7 +582,8 @@ class BridgeDelta(DeltaBackend):
             if not fname.endswith(".parquet") or fname.startswith((".", "_")):
                 fs.delete_file(info.path)  # _SUCCESS, .crc: not part of the table
                 continue
-            meta = pq.ParquetFile(fs.open_input_file(info.path)).metadata
+            with nrfs.access(f"{path}/{folder}/{fname}", "read footer", self._options()):
+                meta = pq.ParquetFile(fs.open_input_file(info.path)).metadata
             schema = schema or meta.schema.to_arrow_schema()
             rows += meta.num_rows
             actions.append(_add_action(f"{folder}/{fname}", info.size, meta, schema))
@@ -401,13 +595,13 @@ class BridgeDelta(DeltaBackend):
         return _Staged(folder, actions, schema, rows)
 
     def _discard(self, path: str, staged: _Staged) -> None:
-        fs, base = _filesystem(delta_uri(path), self._options())
         try:
-            fs.delete_dir(base + "/" + staged.folder)
+            nrfs.delete_dir(delta_uri(path).rstrip("/") + "/" + staged.folder, self._options())
         except OSError:
             log.warning("could not remove uncommitted files in %s/%s", path, staged.folder)
 
-    def _commit(self, path: str, staged: _Staged, mode: str, expected_version: Optional[int]) -> None:
+    def _commit(self, path: str, staged: _Staged, mode: str, expected_version: Optional[int],
+                txns: Sequence = ()) -> None:
         """Commit ``staged`` as version ``expected_version + 1`` and nothing else.
 
         delta-rs would rebase a blind append onto a newer version by itself; with no
@@ -421,13 +615,15 @@ class BridgeDelta(DeltaBackend):
         opts = self._options() or None
         if expected_version is None:
             create_table_with_add_actions(uri, DeltaSchema.from_arrow(staged.schema), staged.files, mode="error",
-                                          storage_options=opts)
+                                          storage_options=opts,
+                                          commit_properties=CommitProperties(app_transactions=list(txns)) if txns else None)
             return
         dt = DeltaTable(uri, storage_options=opts, version=expected_version)
         if mode == "append":
             _check_schema(path, _arrow_fields(pa.schema(dt.schema().to_arrow())), _arrow_fields(staged.schema))
         dt.create_write_transaction(list(staged.files), mode=mode, schema=staged.schema,
-                                    commit_properties=CommitProperties(max_commit_retries=0))
+                                    commit_properties=CommitProperties(max_commit_retries=0,
+                                                                       app_transactions=list(txns) or None))
 
     def _write(self, path: str, df: DataFrame, mode: str, keys: Optional[Sequence[str]] = None) -> int:
         from deltalake.exceptions import CommitFailedError, DeltaError
@@ -479,6 +675,55 @@ class BridgeDelta(DeltaBackend):
     def append_new(self, path: str, df: DataFrame, keys: Sequence[str]) -> int:
         return self._write(path, df, "append", keys=keys)
 
+    def stage_append(self, path: str, df: DataFrame) -> _Staged:
+        return self._stage(path, df)
+
+    def staged_location(self, path: str, staged: _Staged) -> str:
+        return spark_uri(delta_uri(path).rstrip("/") + "/" + staged.folder, self.cfg.spark_s3_scheme)
+
+    def commit_staged(self, path: str, staged: _Staged, app_id: str, txn_version: int) -> bool:
+        """One append of the staged files that records (``app_id``, ``txn_version``); False (and
+        the files removed) when that transaction is already in the log. A conflict with another
+        writer re-checks the transaction and retries: the files are a blind append."""
+        from deltalake.exceptions import CommitFailedError, DeltaError
+        from deltalake.transaction import Transaction
+
+        txn = Transaction(app_id=app_id, version=int(txn_version), last_updated=int(time.time() * 1000))
+        for attempt in range(self.cfg.commit_retries + 1):
+            read_version = self.version(path)
+            done = self.txn_version(path, app_id) if read_version is not None else None
+            if done is not None and done >= txn_version:
+                self._discard(path, staged)
+                return False
+            try:
+                self._commit(path, staged, "append", read_version, txns=[txn])
+                return True
+            except CommitFailedError as e:
+                reason = str(e)
+            except DeltaError as e:
+                if not (read_version is None and "exist" in str(e).lower()):
+                    raise
+                reason = "table created concurrently"
+            log.warning("%s: another writer committed first (%s); retry %d/%d", path, reason, attempt + 1,
+                        self.cfg.commit_retries)
+            time.sleep(min(0.1 * 2**attempt, 5))
+        raise ConcurrentWriteError(f"{path}: gave up after {self.cfg.commit_retries + 1} conflicting commits")
+
+    def discard_staged(self, path: str, staged: _Staged) -> None:
+        self._discard(path, staged)
+
+    def txn_version(self, path: str, app_id: str) -> Optional[int]:
+        return self._table(path).transaction_version(app_id) if self.exists(path) else None
+
+    def num_rows(self, path: str) -> Optional[int]:
+        """Rows in the current snapshot from the log's per-file statistics (no data read);
+        None when a file has no numRecords."""
+        if not self.exists(path):
+            return None
+        actions = self._table(path).get_add_actions(flatten=True)
+        counts = actions.column("num_records").to_pylist() if "num_records" in actions.schema.names else [None]
+        return None if any(c is None for c in counts) else int(sum(counts))
+
     def delete_where(self, path: str, predicate: str) -> None:
         # delta-rs rewrites the files holding matching rows and commits once (conflict-checked)
         self._table(path).delete(predicate)
@@ -510,18 +755,14 @@ def _strip_metadata(schema: pa.Schema) -> pa.Schema:
 
 
 def _filesystem(uri: str, options: dict):
-    import pyarrow.fs as pafs
-
-    if _is_local(uri):
-        return pafs.LocalFileSystem(), uri.rstrip("/")
-    fs, base = pafs.FileSystem.from_uri(uri)
-    return fs, base.rstrip("/")
+    return nrfs.resolve(uri, options)
 
 
 def _selector(base: str):
     import pyarrow.fs as pafs
 
-    return pafs.FileSelector(base, recursive=False, allow_not_found=False)
+    # An empty frame written by our tasks leaves no folder at all on an object store.
+    return pafs.FileSelector(base, recursive=False, allow_not_found=True)
 
 
 def _stat_value(v):
@@ -619,6 +860,30 @@ class TableStore:
     def append_new(self, name: str, df: DataFrame, keys: Sequence[str]) -> int:
         """Append the rows whose keys are not in the table yet (idempotent under retries)."""
         return self.backend.append_new(self.path(name), df, keys)
+
+    def stage_append(self, name: str, df: DataFrame) -> _Staged:
+        """Write ``df``'s files for ``name`` without committing them (see ``commit_staged``)."""
+        return self.backend.stage_append(self.path(name), df)
+
+    def staged_location(self, name: str, staged: _Staged) -> str:
+        """Where Spark reads the staged files (their counts come from one aggregation there)."""
+        return self.backend.staged_location(self.path(name), staged)
+
+    def commit_staged(self, name: str, staged: _Staged, app_id: str, txn_version: int) -> bool:
+        """Commit staged files once: False when (``app_id``, ``txn_version``) is already committed."""
+        return self.backend.commit_staged(self.path(name), staged, app_id, txn_version)
+
+    def discard_staged(self, name: str, staged: _Staged) -> None:
+        self.backend.discard_staged(self.path(name), staged)
+
+    def txn_version(self, name: str, app_id: str) -> Optional[int]:
+        """The last transaction version ``app_id`` committed to ``name`` (None: none, or no table)."""
+        return self.backend.txn_version(self.path(name), app_id)
+
+    def num_rows(self, name: str) -> Optional[int]:
+        """Row count from the Delta log's statistics, without reading data; None when unknown."""
+        fn = getattr(self.backend, "num_rows", None)
+        return fn(self.path(name)) if fn is not None else None
 
     def delete_where(self, name: str, predicate: str) -> int:
         """Delete the rows matching a SQL ``predicate``; returns how many. No match, no commit."""

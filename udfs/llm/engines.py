@@ -5,11 +5,17 @@ import hashlib
 import json
 import logging
 import os
+import sys
 from collections import Counter
 
 from udfs.llm.base import Engine
 
 log = logging.getLogger(__name__)
+
+# Set by the driver on the generation UDF only (jobs.common.llm): Spark keeps one pool of Python
+# workers per distinct environment, so generation tasks of one model config reuse the worker
+# that already holds its engine, and other UDFs (render, parse) never take that worker.
+POOL_ENV = "NR_ENGINE_POOL"
 
 _ENGINES: dict[str, Engine] = {}
 _CONSTRUCTIONS: Counter = Counter()
@@ -65,7 +71,12 @@ def get_engine(model_cfg: dict) -> Engine:
         eng = build_engine(model_cfg)
         _ENGINES[key] = eng
         _CONSTRUCTIONS[key] += 1
-        log.info("built %s engine %s in pid %d", resolve_engine(model_cfg), key, os.getpid())
+        # stderr: a Spark Python worker has no logging handler, and its stderr reaches the
+        # executor's log (the console in local mode), so a second build shows up.
+        msg = (f"nr: built {resolve_engine(model_cfg)} engine {key} ({model_cfg.get('label') or model_cfg.get('model')})"
+               f" in pid {os.getpid()}, pool {os.environ.get(POOL_ENV, '-')}")
+        log.info(msg)
+        print(msg, file=sys.stderr, flush=True)
     return eng
 
 

@@ -1,8 +1,12 @@
 """The executor side of generation: Arrow batches in, one row per (key, sample) out.
 
-Built for ``mapInPandas``: the engine is built once per Python worker (``get_engine``), each
-Arrow batch is cut into engine calls of ``batch_size`` conversations, a row that fails gets
-an ``error`` value, and a ``FatalEngineError`` fails the task so Spark retries it.
+Built for ``mapInPandas``: the engine is built once per Python worker (``get_engine``).
+A task's Arrow batches are gathered (up to ``GATHER_ROWS`` rows, in practice the whole
+partition of a chunk) and sorted by prompt length, longest first. An engine that schedules
+its own batches (vLLM's continuous batching, ``continuous_batching = True``) gets them in one
+``chat`` call; any other engine gets calls of ``batch_size`` conversations (similar lengths
+together: less padding). A row that fails gets an ``error`` value (a failed call is bisected
+to find the rows at fault), and a ``FatalEngineError`` fails the task so Spark retries it.
 """
 from __future__ import annotations
 
@@ -41,6 +45,11 @@ def _sampling(base: Sampling, override) -> Sampling:
     return base.merged(json.loads(override) if isinstance(override, str) else dict(override))
 
 
+# Rows gathered from a task's Arrow batches before generating: bounds a worker's memory when a
+# partition is large (a chunk's partitions are far smaller).
+GATHER_ROWS = 8192
+
+
 def _chat_rows(engine, convs, samplings) -> list[list[Completion]]:
     try:
         return engine.chat(convs, samplings)
@@ -53,10 +62,44 @@ def _chat_rows(engine, convs, samplings) -> list[list[Completion]]:
             n = max(1, samplings[0].n)
             msg = f"{type(batch_error).__name__}: {batch_error}"[:2000]
             return [[Completion("", 0, 0, "error", error=msg) for _ in range(n)]]
-        out = []
-        for c, s in zip(convs, samplings):
-            out.extend(_chat_rows(engine, [c], [s]))
-        return out
+        half = len(convs) // 2  # bisect: a bad row costs log2(call) retried calls, not one call per row
+        return _chat_rows(engine, convs[:half], samplings[:half]) + _chat_rows(engine, convs[half:], samplings[half:])
+
+
+def prompt_chars(conv: list[dict]) -> int:
+    return sum(len(m.get("content") or "") for m in conv)
+
+
+def length_order(convs: Sequence[list[dict]]) -> list[int]:
+    """Indices of ``convs``, longest prompt first (ties keep their order).
+
+    >>> length_order([[{"content": "ab"}], [{"content": "abcd"}], [{"content": "cd"}]])
+    [1, 0, 2]
+    """
+    return sorted(range(len(convs)), key=lambda i: -prompt_chars(convs[i]))
+
+
+def prompts_per_call(engine, model_cfg: dict, rows: int) -> int:
+    """How many conversations go into one ``chat`` call."""
+    if getattr(engine, "continuous_batching", False):
+        return max(1, rows)
+    # An engine that sends a call's conversations concurrently (openai) says how many it
+    # needs per call to keep its slots busy; a smaller call would wait on its slowest request.
+    return max(int(model_cfg.get("batch_size") or 8), int(getattr(engine, "min_batch_size", 1) or 1))
+
+
+def _gathered(batches: Iterator[pd.DataFrame], limit: int = GATHER_ROWS) -> Iterator[pd.DataFrame]:
+    group, rows = [], 0
+    for pdf in batches:
+        if pdf.empty:
+            continue
+        group.append(pdf)
+        rows += len(pdf)
+        if rows >= limit:
+            yield pd.concat(group, ignore_index=True) if len(group) > 1 else group[0]
+            group, rows = [], 0
+    if group:
+        yield pd.concat(group, ignore_index=True) if len(group) > 1 else group[0]
 
 
 def generate_batches(
@@ -75,34 +118,32 @@ def generate_batches(
     label = model_cfg.get("label") or model_cfg.get("model")
     base = Sampling.from_dict(sampling)
     engine = None
-    for pdf in batches:
-        if pdf.empty:
-            continue
+    cols = list(key_cols) + list(passthrough) + [f.strip().split(" ")[0] for f in OUTPUT_FIELDS.split(", ")]
+    for pdf in _gathered(batches):
         if engine is None:
             # Built on the first row, not at task start: a task over an empty partition
             # (a selection that kept nothing) must not load a model.
             engine = get_engine(prepare_task_gpus(model_cfg))
-            # An engine that sends a call's conversations concurrently (openai) says how many it
-            # needs per call to keep its slots busy; a smaller call would wait on its slowest request.
-            batch_size = max(int(model_cfg.get("batch_size") or 8), int(getattr(engine, "min_batch_size", 1) or 1))
-        rows = []
         records = pdf.to_dict("records")
-        for start in range(0, len(records), batch_size):
-            part = records[start : start + batch_size]
-            convs = [_messages(r[messages_col]) for r in part]
-            samplings = [_sampling(base, r.get(overrides_col)) if overrides_col else base for r in part]
-            results = _chat_rows(engine, convs, samplings)
-            for r, samples in zip(part, results):
-                for idx, c in enumerate(samples):
+        convs = [_messages(r[messages_col]) for r in records]
+        samplings = [_sampling(base, r.get(overrides_col)) if overrides_col else base for r in records]
+        order = length_order(convs)
+        per_call = prompts_per_call(engine, model_cfg, len(records))
+        rows = []
+        for start in range(0, len(order), per_call):
+            idx = order[start : start + per_call]
+            results = _chat_rows(engine, [convs[i] for i in idx], [samplings[i] for i in idx])
+            for i, samples in zip(idx, results):
+                r = records[i]
+                for sample_idx, c in enumerate(samples):
                     row = {k: r[k] for k in key_cols}
                     row.update({p: r[p] for p in passthrough})
                     row.update(
-                        sample_idx=idx, model=label, text=c.text, prompt_tokens=int(c.prompt_tokens or 0),
+                        sample_idx=sample_idx, model=label, text=c.text, prompt_tokens=int(c.prompt_tokens or 0),
                         completion_tokens=int(c.completion_tokens or 0), finish_reason=c.finish_reason,
                         first_token_logprobs=c.first_token_logprobs, error=c.error,
                     )
                     rows.append(row)
-        cols = list(key_cols) + list(passthrough) + [f.strip().split(" ")[0] for f in OUTPUT_FIELDS.split(", ")]
         out = pd.DataFrame(rows, columns=cols)
         out["sample_idx"] = out["sample_idx"].astype("int32")
         out["prompt_tokens"] = out["prompt_tokens"].astype("int32")

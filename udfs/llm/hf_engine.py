@@ -26,7 +26,8 @@ class TransformersEngine:
         self.max_model_len = int(model_cfg.get("max_model_len") or 2048)
         self.too_long = model_cfg.get("too_long", "truncate")
         torch.set_num_threads(int(model_cfg.get("torch_threads") or os.cpu_count() or 1))
-        path = Path(resolve_model(model_cfg["model"], "transformers", model_cfg.get("cache_dir")))
+        path = Path(resolve_model(model_cfg["model"], "transformers", model_cfg.get("cache_dir"),
+                                  model_cfg.get("storage_options")))
         kw = {"gguf_file": path.name} if path.suffix == ".gguf" else {}
         where = str(path.parent) if kw else str(path)
         self.tokenizer = AutoTokenizer.from_pretrained(where, **kw)

@@ -120,9 +120,20 @@ def _convert(gguf: Path, out: Path) -> None:
         f.chmod(0o644)
 
 
-def resolve_model(model: str, engine: str, cache_dir: Optional[str] = None) -> str:
+def resolve_model(model: str, engine: str, cache_dir: Optional[str] = None,
+                  storage_options: Optional[dict] = None) -> str:
     """What an engine loads for ``model``: the bundled name becomes the GGUF file
-    (transformers) or the converted folder (vllm); anything else passes through."""
+    (transformers) or the converted folder (vllm); an ``s3://`` folder is staged onto local
+    disk once per node (udfs.staging); a ``dbfs:/`` path becomes its FUSE path; anything else
+    passes through."""
+    from udfs import fs
+
+    if fs.is_s3(model):
+        from udfs.staging import stage_model
+
+        return str(stage_model(model, cache_dir, storage_options).path)
+    if model.startswith("dbfs:"):
+        return fs.local_path(model)
     if model != BUNDLED:
         return model
     return str(bundled_hf_dir(cache_dir) if engine == "vllm" else bundled_gguf(cache_dir))

@@ -5,7 +5,9 @@
       ``respond(messages, sampling, sample_idx) -> str | dict`` (a dict may carry ``text``,
       ``finish_reason``, ``first_token_logprobs``, ``error``);
   ``fail_on``: a substring of the prompt that makes that row fail (per-row error);
-  ``fatal_on``: a substring of the prompt that raises ``FatalEngineError`` (fails the task).
+  ``fatal_on``: a substring of the prompt that raises ``FatalEngineError`` (fails the task);
+  ``reward``: ``"module:function"``, ``reward(messages) -> float`` for ``ScriptedEngine.reward``
+      (default: a hash of the conversation mapped into [-1, 1]).
 """
 from __future__ import annotations
 
@@ -31,6 +33,12 @@ def _load(script: str) -> Callable:
     return getattr(importlib.import_module(module), func)
 
 
+def hashed_reward(messages: list[dict]) -> float:
+    """A deterministic reward in [-1, 1] from the conversation's text."""
+    text = "\n".join(f"{m.get('role')}:{m.get('content', '')}" for m in messages)
+    return int(hashlib.sha256(text.encode()).hexdigest()[:8], 16) / 0xFFFFFFFF * 2 - 1
+
+
 class ScriptedEngine:
     def __init__(self, model_cfg: dict):
         kw = dict(model_cfg.get("engine_kwargs") or {})
@@ -40,6 +48,7 @@ class ScriptedEngine:
         self._respond = _load(kw.get("script", "echo"))
         self._fail_on = kw.get("fail_on")
         self._fatal_on = kw.get("fatal_on")
+        self._reward = _load(kw["reward"]) if kw.get("reward") else hashed_reward
 
     @staticmethod
     def count_tokens(text: str) -> int:
@@ -72,4 +81,14 @@ class ScriptedEngine:
                     first_token_logprobs=r.get("first_token_logprobs") if s.logprobs else None, error=r.get("error"),
                 ))
             out.append(samples)
+        return out
+
+    def reward(self, conversations: Sequence[Conversation]) -> list[float]:
+        """One scalar per conversation, as a reward model scores (prompt, response)."""
+        out = []
+        for conv in conversations:
+            prompt = "\n".join(m.get("content", "") for m in conv)
+            if self._fatal_on and self._fatal_on in prompt:
+                raise FatalEngineError("scripted fatal error")
+            out.append(float(self._reward(list(conv))))
         return out

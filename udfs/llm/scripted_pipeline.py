@@ -10,6 +10,10 @@ near-duplicate and contamination stages see realistic, reproducible data:
   give near-duplicate questions, and a page quoting a benchmark gives a contaminated
   question); every eleventh document gets prose instead of JSON.
 * respond / judges: answers, scores and Yes/No first-token logprobs derived from a hash.
+* sample (self-training): worked answers ending in a boxed value drawn from a few values
+  written in equivalent forms (1/2 as ``\\frac{1}{2}`` or ``0.5``), or in an "answer is"
+  phrase, or with no final answer; greedy (temperature 0) samples do not depend on the index.
+* trace strategy tags: from cue words in the reasoning, plus one chosen by hash.
 
 Use with ``engine: scripted`` and ``engine_kwargs: {script: "udfs.llm.scripted_pipeline:respond"}``.
 """
@@ -70,6 +74,30 @@ def answer(question: str, sample_idx: int) -> dict:
     return {"text": f"Step 1: restate the problem. Step 2: apply the relevant principle. Final answer: option {h % 7}."}
 
 
+SAMPLE_FORMS = [r"\boxed{\frac{1}{2}}", r"\boxed{0.5}", r"\boxed{2}", "The answer is 2.", r"\boxed{\sqrt{9}}",
+                "I could not finish the computation."]
+
+
+def sample_answer(question: str, temperature: float, sample_idx: int) -> dict:
+    """A self-training sample: greedy decoding gives one text per question, sampling varies it."""
+    h = _h(f"{question}|{temperature}|{0 if temperature == 0 else sample_idx}")
+    # The question's own hash biases it toward one value, so most questions have a clear majority.
+    pick = _h(question) % len(SAMPLE_FORMS) if h % 3 else h % len(SAMPLE_FORMS)
+    return {"text": f"Step 1: read the problem. Step 2: compute carefully ({h % 97}). {SAMPLE_FORMS[pick]}"}
+_STRATEGY_CUES = (("restate", "Restating the problem"), ("principle", "Applying a known principle"),
+                  ("step", "Step by step"), ("check", "Checking the result"), ("suppose", "Proof by contradiction"),
+                  ("case", "Case analysis"), ("substitut", "Substitution"))
+_EXTRA_STRATEGIES = ("Working backwards", "Estimation", "Unit analysis", "Analogy", "Drawing a diagram")
+
+
+def strategies(reasoning: str) -> dict:
+    """Tags from cue words in the reasoning plus one picked by hash, so traces differ."""
+    low = reasoning.lower()
+    tags = [tag for cue, tag in _STRATEGY_CUES if cue in low]
+    tags.append(_EXTRA_STRATEGIES[_h(reasoning) % len(_EXTRA_STRATEGIES)])
+    return {"text": json.dumps({"strategies": tags})}
+
+
 def respond(messages: list[dict], sampling=None, sample_idx: int = 0):
     prompt = messages[-1]["content"] if messages else ""
     if "Rate the document below on four axes" in prompt:
@@ -82,8 +110,15 @@ def respond(messages: list[dict], sampling=None, sample_idx: int = 0):
     if "Compare the response with the reference answer" in prompt:
         verdict = "Yes" if _h(prompt) % 2 else "No"
         return {"text": json.dumps({"verdict": verdict, "explanation": "Scripted comparison."})}
+    if "Is the response good?" in prompt and "I could not finish" in prompt:
+        # Neither Yes nor No among the top tokens: the self-score's no_verdict path.
+        return {"text": "Unsure", "first_token_logprobs": {"Unsure": -0.2, "Maybe": -1.9}}
+    if "Name the reasoning strategies" in prompt:
+        return strategies(_quoted(prompt, 1))
     if "Is the response good?" in prompt:
         yes = _h(prompt) % 3 != 0
         lp = {"Yes": -0.1, "No": -2.4} if yes else {"Yes": -1.9, "No": -0.2}
         return {"text": "Yes" if yes else "No", "first_token_logprobs": lp}
+    if "written inside \\boxed{}" in prompt:
+        return sample_answer(prompt, float(getattr(sampling, "temperature", 0.0) or 0.0), sample_idx)
     return answer(prompt, sample_idx)

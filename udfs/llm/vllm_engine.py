@@ -149,6 +149,8 @@ def engine_args(model_cfg: dict, model_path: str, on_gpu: bool, cpu_free_bytes: 
         "dtype": "float32" if dtype == "auto" and not on_gpu else dtype,
         "seed": 0,
         "structured_outputs_config": dict(STRUCTURED_OUTPUTS_CONFIG),
+        # Every prompt of a stage starts with the same instructions: computed once, then reused.
+        "enable_prefix_caching": True,
     }
     if on_gpu:
         args["tensor_parallel_size"] = int(model_cfg.get("tensor_parallel_size") or 1)
@@ -192,6 +194,10 @@ class VLLMEngine:
     """``Engine`` over ``vllm.LLM``. Build it through ``udfs.llm.engines.get_engine`` (one per
     worker process); building one costs about 20-35 s on 2 CPU cores for SmolLM2-135M."""
 
+    # vLLM's scheduler batches requests itself (continuous batching): the generation UDF hands
+    # it a task's whole partition in one chat() call instead of batch_size slices.
+    continuous_batching = True
+
     def __init__(self, model_cfg: dict):
         from udfs.llm.models import resolve_model
 
@@ -207,7 +213,8 @@ class VLLMEngine:
         if not self.on_gpu:
             count_page_cache_as_free()
 
-        path = resolve_model(model_cfg["model"], "vllm", model_cfg.get("cache_dir"))
+        path = resolve_model(model_cfg["model"], "vllm", model_cfg.get("cache_dir"),
+                             model_cfg.get("storage_options"))
         args = engine_args(model_cfg, path, self.on_gpu, None if self.on_gpu else cpu_available_bytes())
         if not _has_structured_outputs() and "structured_outputs_config" not in (model_cfg.get("engine_kwargs") or {}):
             args.pop("structured_outputs_config")  # vLLM < 0.11: guided decoding with its own defaults
@@ -246,6 +253,28 @@ class VLLMEngine:
             for i, out, (truncated, want_lp) in zip(todo, outputs, flags):
                 results[i] = completions_from_output(out, want_logprobs=want_lp, truncated=truncated)
         return results  # type: ignore[return-value]
+
+    def reward(self, conversations: Sequence[Conversation]) -> list[float]:
+        """One scalar per (prompt, response) conversation from a reward or sequence-classification
+        model loaded with ``engine_kwargs: {runner: pooling}``: the last token's first value of
+        the per-token scores (``LLM.reward`` where vLLM has it, else
+        ``encode(pooling_task="token_classify")``), which is where a ``*ForRewardModel`` and a
+        ``*ForSequenceClassification`` with one label put the sequence's reward."""
+        import numpy as np
+
+        prompts = [self.tokenizer.apply_chat_template(list(c), tokenize=False) for c in conversations]
+        try:
+            if hasattr(self.llm, "reward"):
+                outputs = self.llm.reward(prompts, use_tqdm=False)
+            else:
+                outputs = self.llm.encode(prompts, pooling_task="token_classify", use_tqdm=False)
+        except MemoryError as e:
+            raise FatalEngineError(f"out of memory: {e}") from e
+        values = []
+        for out in outputs:
+            data = np.asarray(getattr(out.outputs, "data", out.outputs), dtype="float64")
+            values.append(float(data.reshape(-1)[-1] if data.ndim < 2 else data.reshape(data.shape[0], -1)[-1, 0]))
+        return values
 
     def close(self) -> None:
         """Shut the engine down and free its memory (benchmarks, tests; a Spark worker keeps

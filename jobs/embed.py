@@ -1,0 +1,79 @@
+"""embed: one L2-normalized float32 vector per usable question and encoder model.
+
+questions -> question_embeddings keyed by (question_id, model), with the vector's dimension
+and a status (``ok``, ``empty_text``, ``zero_vector``, ``embed_error``). Chunked and resumable
+like the LLM stages; the encoder (sentence-transformers' all-MiniLM-L6-v2 from the PyPI wheel
+locally, vLLM's pooling runner on GPU clusters) is built once per Python worker.
+"""
+from __future__ import annotations
+
+import functools
+import sys
+from typing import Sequence
+
+from pyspark.sql import DataFrame
+from pyspark.sql import functions as F
+from pyspark.sql.types import StructType
+
+from jobs.common.config import EmbedConfig
+from jobs.common.gpu import map_in_pandas
+from jobs.common.llm_stage import usable_questions
+from jobs.common.runner import StageContext
+from jobs.common.spark import is_local
+from udfs.embed import EMBED_FIELDS, embed_batches
+
+NAME = "embed"
+INPUTS = ["questions", "dedup_questions_clusters", "contamination"]
+OUTPUTS = ["question_embeddings"]
+KEY = ["question_id", "model"]
+TABLE = "question_embeddings"
+
+
+def encoder_dict(cfg: EmbedConfig) -> dict:
+    d = cfg.model_dump(mode="json")
+    d["label"] = cfg.name
+    return d
+
+
+def _partitions(df: DataFrame, cfg: EmbedConfig) -> int:
+    cores = df.sparkSession.sparkContext.defaultParallelism
+    if is_local(df.sparkSession):
+        # One encoder per Python worker, each on torch_threads cores: workers x threads = cores.
+        return max(1, cores // (cfg.torch_threads or cores))
+    return max(1, cores)
+
+
+def embed_texts(df: DataFrame, cfg: EmbedConfig, *, key_cols: Sequence[str], text_col: str) -> DataFrame:
+    """keys + model, dim, embedding (array<float>, unit length), status, error."""
+    schema = StructType([df.schema[k] for k in key_cols] + list(StructType.fromDDL(EMBED_FIELDS).fields))
+    fn = functools.partial(embed_batches, cfg=encoder_dict(cfg), text_col=text_col, key_cols=list(key_cols))
+    src = df.select(*key_cols, text_col).repartition(_partitions(df, cfg), *[F.col(k) for k in key_cols])
+    return map_in_pandas(src, fn, schema, cfg.gpus_per_task)
+
+
+def ok_embeddings(ctx: StageContext) -> DataFrame:
+    """(question_id, embedding) of the configured model's usable vectors; the one read later stages share."""
+    emb = ctx.store.read(TABLE).where((F.col("model") == ctx.cfg.embed.name) & (F.col("status") == "ok"))
+    return emb.select("question_id", "embedding")
+
+
+def run(ctx: StageContext) -> None:
+    cfg = ctx.cfg.embed
+    qs = usable_questions(ctx).select("question_id", "question").withColumn("model", F.lit(cfg.name)).persist()
+    ctx.count("in", qs.count())
+    pending = ctx.pending(qs, TABLE, KEY).drop("model")
+    n = ctx.process_in_chunks(pending, ["question_id"],
+                              lambda part: embed_texts(part, cfg, key_cols=["question_id"], text_col="question"),
+                              TABLE, KEY, status_col="status", sum_cols=())
+    ctx.count("out", n)
+    qs.unpersist()
+
+
+def main(argv: list[str] | None = None) -> int:
+    from jobs.pipeline import stage_main
+
+    return stage_main(NAME, argv)
+
+
+if __name__ == "__main__":
+    sys.exit(main())
