@@ -131,9 +131,6 @@ def score_chunk(ctx: StageContext, part: DataFrame, model_name: str) -> DataFram
         *KEY, "status", "question", "reference_answer", "response",
         F.col("x.answer").alias("answer"), F.col("x.status").alias("answer_status"),
         F.col("x.source").alias("answer_source"))
-    # Materialized once per chunk: the self-score, reference and reward passes below each read
-    # it, and would otherwise each redo the anti-join against sample_scores and the extraction.
-    base = base.localCheckpoint(eager=True)
     ok = base.where(F.col("status") == "ok")
     out = base.drop("question", "reference_answer", "response")
     if cfg.self_score:

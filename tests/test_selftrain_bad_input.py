@@ -3,7 +3,6 @@ braces, LaTeX that sympy chokes on, empty samples. Each gets a status; nothing c
 from __future__ import annotations
 
 import pytest
-from pyspark.sql import functions as F
 
 from jobs.common.config import validate_config
 from jobs.common.storage import TableStore
