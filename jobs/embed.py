@@ -17,6 +17,7 @@ from pyspark.sql.types import StructType
 
 from jobs.common.config import EmbedConfig
 from jobs.common.gpu import map_in_pandas
+from jobs.common.llm import ddl_struct
 from jobs.common.llm_stage import usable_questions
 from jobs.common.runner import StageContext
 from jobs.common.spark import is_local
@@ -45,7 +46,7 @@ def _partitions(df: DataFrame, cfg: EmbedConfig) -> int:
 
 def embed_texts(df: DataFrame, cfg: EmbedConfig, *, key_cols: Sequence[str], text_col: str) -> DataFrame:
     """keys + model, dim, embedding (array<float>, unit length), status, error."""
-    schema = StructType([df.schema[k] for k in key_cols] + list(StructType.fromDDL(EMBED_FIELDS).fields))
+    schema = StructType([df.schema[k] for k in key_cols] + list(ddl_struct(EMBED_FIELDS).fields))
     fn = functools.partial(embed_batches, cfg=encoder_dict(cfg), text_col=text_col, key_cols=list(key_cols))
     src = df.select(*key_cols, text_col).repartition(_partitions(df, cfg), *[F.col(k) for k in key_cols])
     return map_in_pandas(src, fn, schema, cfg.gpus_per_task)
