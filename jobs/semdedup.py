@@ -35,6 +35,14 @@ class ClusteringError(ValueError):
     pass
 
 
+class _OneCentre:
+    def __init__(self, centre):
+        self._centre = centre
+
+    def clusterCenters(self):
+        return [self._centre]
+
+
 def fit_kmeans(vectors: DataFrame, k: int, *, seed: int, max_iter: int, sort_by: Optional[str] = None):
     """Seeded Spark MLlib k-means over ``embedding`` (array<float>).
 
@@ -47,6 +55,11 @@ def fit_kmeans(vectors: DataFrame, k: int, *, seed: int, max_iter: int, sort_by:
 
     if k < 1:
         raise ClusteringError(f"k-means needs k >= 1, got {k}")
+    if k == 1:  # MLlib refuses k=1; one cluster is every row around the mean
+        from pyspark.ml.stat import Summarizer
+
+        mean = (vectors.select(Summarizer.mean(array_to_vector("embedding")).alias("m")).first()["m"].toArray())
+        return _OneCentre(mean), vectors.withColumn("kmeans_cluster", F.lit(0)), 1
     # k-means|| samples per partition: the same seed gives the same centres only over the same
     # rows in the same partitions. A Delta snapshot reads back that way; a frame that comes out
     # of a shuffle does not, and is re-split by key and sorted first (sort_by).
