@@ -179,14 +179,13 @@ def empty_selection(ctx: StageContext) -> DataFrame:
     return ctx.spark.createDataFrame([], SELECTED_SCHEMA)
 
 
-def select(ctx: StageContext, vectors: DataFrame, seed_ids: list[str], seed_matrix: np.ndarray
+def select(ctx: StageContext, vectors: DataFrame, n: int, seed_ids: list[str], seed_matrix: np.ndarray
            ) -> tuple[DataFrame, DataFrame]:
-    """The whole recipe over ``vectors`` (question_id, embedding): the selected rows, and the
-    persisted candidate pool they were chosen from (the caller unpersists it)."""
+    """The whole recipe over ``vectors`` (question_id, embedding; ``n`` rows): the selected
+    rows, and the persisted candidate pool they were chosen from (the caller unpersists it)."""
     from jobs.semdedup import fit_kmeans, semantic_duplicates
 
     sel = ctx.cfg.select_targeted
-    n = vectors.count()
     if sel.top_k > n:
         log.warning("[select_targeted] top_k=%d is more than the %d questions: every seed retrieves all", sel.top_k, n)
         ctx.count("top_k_exceeds_table", 1)
@@ -250,7 +249,7 @@ def run(ctx: StageContext) -> None:
         ctx.store.overwrite(SEEDS_TABLE, ctx.spark.createDataFrame([], SEEDS_SCHEMA))
     else:
         seed_ids, matrix = embed_seeds(ctx, seeds)
-        out, pool = select(ctx, vectors, seed_ids, matrix)
+        out, pool = select(ctx, vectors, n, seed_ids, matrix)
     out = out.persist()
     ctx.store.overwrite(TABLE, out)
     ctx.count("out", out.count())

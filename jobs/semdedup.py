@@ -36,13 +36,11 @@ class ClusteringError(ValueError):
 
 
 class _OneCentre:
-    """The k=1 stand-in for a KMeansModel: only ``clusterCenters`` is used."""
-
-    def __init__(self, centres):
-        self._centres = centres
+    def __init__(self, centre):
+        self._centre = centre
 
     def clusterCenters(self):
-        return self._centres
+        return [self._centre]
 
 
 def fit_kmeans(vectors: DataFrame, k: int, *, seed: int, max_iter: int, sort_by: Optional[str] = None):
@@ -57,6 +55,11 @@ def fit_kmeans(vectors: DataFrame, k: int, *, seed: int, max_iter: int, sort_by:
 
     if k < 1:
         raise ClusteringError(f"k-means needs k >= 1, got {k}")
+    if k == 1:  # MLlib refuses k=1; one cluster is every row around the mean
+        from pyspark.ml.stat import Summarizer
+
+        mean = (vectors.select(Summarizer.mean(array_to_vector("embedding")).alias("m")).first()["m"].toArray())
+        return _OneCentre(mean), vectors.withColumn("kmeans_cluster", F.lit(0)), 1
     # k-means|| samples per partition: the same seed gives the same centres only over the same
     # rows in the same partitions. A Delta snapshot reads back that way; a frame that comes out
     # of a shuffle does not, and is re-split by key and sorted first (sort_by).
@@ -64,13 +67,6 @@ def fit_kmeans(vectors: DataFrame, k: int, *, seed: int, max_iter: int, sort_by:
     if sort_by:
         parts = vectors.sparkSession.sparkContext.defaultParallelism
         feats = feats.repartition(parts, sort_by).sortWithinPartitions(sort_by)  # hash of the key: same split every run
-    if k == 1:  # Spark's KMeans refuses k=1: one cluster, centred on the mean vector
-        from pyspark.ml.stat import Summarizer
-
-        mean = feats.select(Summarizer.mean(F.col("_features")).alias("m")).first()
-        centres = [mean["m"].toArray()] if mean is not None and mean["m"] is not None else []
-        assigned = feats.drop("_features").withColumn("kmeans_cluster", F.lit(0).cast("int"))
-        return _OneCentre(centres), assigned, len(centres)
     model = KMeans(k=k, seed=seed, maxIter=max_iter, featuresCol="_features",
                    predictionCol="kmeans_cluster").fit(feats)
     assigned = model.transform(feats).drop("_features").withColumn("kmeans_cluster", F.col("kmeans_cluster").cast("int"))

@@ -129,6 +129,10 @@ def test_kmeans_is_reproducible_and_nearest_to_centre_matches_numpy(spark):
         assert row.cluster_size == len(members)
     assert len(picked) == 6
 
+    one, a_one, k_one = fit_kmeans(df, 1, seed=7, max_iter=10)
+    assert k_one == 1 and np.allclose(one.clusterCenters()[0], vecs.astype(np.float64).mean(axis=0), atol=1e-6)
+    assert {r.kmeans_cluster for r in a_one.select("kmeans_cluster").distinct().collect()} == {0}
+
 
 def test_duplicate_groups_keep_one_per_connected_group():
     base = unit_vectors(3, 8, seed=4)

@@ -22,6 +22,15 @@ GOOD = "question_id string, model string, sample_idx int, reasoning_tokens int, 
 # --------------------------------------------------------------------------- parsing
 
 
+def test_doctests_of_the_selection_modules():
+    import doctest
+
+    from udfs import clusters, embed, retrieval, traces
+
+    for mod in (traces, retrieval, clusters, embed):
+        assert doctest.testmod(mod).failed == 0, mod.__name__
+
+
 @pytest.mark.parametrize("text, field, status, reasoning, answer", [
     ("<think>First add, then check.</think>\nThe answer is 4.", None, "ok", "First add, then check.", "The answer is 4."),
     ("Add them and check.</think>\n\\boxed{4}", None, "ok", "Add them and check.", "\\boxed{4}"),
