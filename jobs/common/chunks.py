@@ -126,6 +126,9 @@ def fingerprint(ctx: "StageContext", slot: str, pending: DataFrame, chunk_keys, 
         "stage_config": ctx.cfg.config_hash(section) if section else None,
         "llm": ctx.cfg.config_hash("llm") if "llm" in type(ctx.cfg).model_fields else None,
         "schema": pending.schema.json(),
+        # Rows deleted from the output at this run's start (llm.retry_llm_errors) are pending
+        # again: a staging built before the delete does not hold them.
+        "retried": ctx.counts.get("retried_llm_error", 0),
     }
     return hashlib.sha256(json.dumps(parts, sort_keys=True, default=str).encode()).hexdigest()[:16]
 
