@@ -70,6 +70,7 @@ class StagedPending:
     """The pending rows of one ``process_in_chunks`` call, staged as Parquet files."""
 
     location: str  # Spark URI of the staging folder
+    slot_dir: str  # its parent: one staging per (stage, call) slot; removed when the call finishes
     app_id: str  # Delta application id of this staging's commits
     chunks: list
     schema: object  # the pending rows' StructType
@@ -179,7 +180,7 @@ def stage_pending(ctx: "StageContext", slot: str, pending: DataFrame, chunk_keys
     # Row counts per file: Parquet footers only (no column is read), one small job.
     file_rows = [(r[0], int(r[1])) for r in
                  staged.select(F.input_file_name().alias("f")).groupBy("f").count().collect()]
-    return StagedPending(location, f"nr/{ctx.stage}/{slot}/{fp}/{build}", pack_files(file_rows, chunk_rows),
+    return StagedPending(location, slot_dir, f"nr/{ctx.stage}/{slot}/{fp}/{build}", pack_files(file_rows, chunk_rows),
                          staged.schema)
 
 
