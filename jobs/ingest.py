@@ -173,9 +173,10 @@ def build_documents(ctx: StageContext) -> DataFrame:
     for p in parts[1:]:
         out = out.unionByName(p)
     out = classify_text(out, cfg)
-    # A too-long text stays as evidence, cut to the bound so one page cannot blow up a table.
+    # A too-long text (or raw corrupt record) stays as evidence, cut to the bound so one page
+    # cannot blow up a table; n_chars keeps the real length.
     out = out.withColumn(
-        "text", F.when(F.col("status") == "too_long", F.substring("text", 1, cfg.max_chars)).otherwise(F.col("text"))
+        "text", F.when(F.length("text") > cfg.max_chars, F.substring("text", 1, cfg.max_chars)).otherwise(F.col("text"))
     )
     return out.select(*DOCUMENT_COLUMNS)
 

@@ -73,7 +73,7 @@ def matrix_run(spark, tmp_path_factory):
     cfg = ingest_cfg(str(base / "root"), [{"name": fmt, "path": p, "format": fmt} for fmt, p in paths.items()])
     row = run_stage(cfg, "ingest", spark=spark)
     store = TableStore(spark, cfg.storage)
-    docs = store.read("documents").select("source", "url", "status", "n_chars",
+    docs = store.read("documents").select("source", "url", "status", "n_chars", F.length("text").alias("text_len"),
                                           F.substring("text", 1, 300).alias("head")).collect()
     return cfg, store, row, docs, paths
 
@@ -88,9 +88,16 @@ def test_every_bad_row_gets_a_status(matrix_run, fmt):
         if d.status != "corrupt_record":
             by_url.setdefault(d.url, []).append(d)
     for url, _, status in ROWS:
+        if fmt == "jsonl" and url == "u-big" and url not in by_url:
+            continue  # Spark's JSON parser (Jackson) refuses strings over 20M chars: see below
         assert [d.status for d in by_url[url]] == [status], (fmt, url)
-    big = by_url["u-big"][0]
-    assert big.n_chars == BIG  # the count records the real size; the stored text is cut to max_chars
+    if fmt == "jsonl" and "u-big" not in by_url:
+        # the whole 50 MB line is kept as a corrupt_record, its real length counted
+        [big] = [d for d in mine if d.status == "corrupt_record" and d.n_chars > BIG]
+    else:
+        big = by_url["u-big"][0]
+        assert big.n_chars == BIG  # the count records the real size
+    assert big.text_len == 200_000  # the stored text is cut to max_chars
     assert by_url["u-control"][0].head == CONTROL  # NUL and control characters survive unchanged
     if fmt == "jsonl":
         corrupt = [d for d in mine if d.status == "corrupt_record"]

@@ -13,9 +13,9 @@ from jobs.common.runner import run_stage
 from jobs.common.storage import TableStore
 
 SCRIPT = "udfs.llm.scripted_pipeline:respond"
-PAGES = [f"page {i}: we derive the result step by step, therefore the claim holds because of the bound. " * 4
-         for i in range(6)]
-OUTAGE = "page 2:"  # the scripted engine fails every prompt holding this, as a server outage would
+OUTAGE = "SERVERDOWN"  # the scripted engine fails every prompt holding this, as a server outage would
+PAGES = [f"page {i} {OUTAGE if i == 2 else ''}: we derive the result step by step, therefore the claim holds "
+         "because of the bound. " * 4 for i in range(6)]
 
 
 def config(root, src, *extra):
