@@ -70,6 +70,7 @@ class StagedPending:
     """The pending rows of one ``process_in_chunks`` call, staged as Parquet files."""
 
     location: str  # Spark URI of the staging folder
+    slot_dir: str  # its parent: one staging per (stage, call) slot; removed when the call finishes
     app_id: str  # Delta application id of this staging's commits
     chunks: list
     schema: object  # the pending rows' StructType
@@ -126,6 +127,9 @@ def fingerprint(ctx: "StageContext", slot: str, pending: DataFrame, chunk_keys, 
         "stage_config": ctx.cfg.config_hash(section) if section else None,
         "llm": ctx.cfg.config_hash("llm") if "llm" in type(ctx.cfg).model_fields else None,
         "schema": pending.schema.json(),
+        # Rows deleted from the output at this run's start (llm.retry_llm_errors) are pending
+        # again: a staging built before the delete does not hold them.
+        "retried": ctx.counts.get("retried_llm_error", 0),
     }
     return hashlib.sha256(json.dumps(parts, sort_keys=True, default=str).encode()).hexdigest()[:16]
 
@@ -176,7 +180,7 @@ def stage_pending(ctx: "StageContext", slot: str, pending: DataFrame, chunk_keys
     # Row counts per file: Parquet footers only (no column is read), one small job.
     file_rows = [(r[0], int(r[1])) for r in
                  staged.select(F.input_file_name().alias("f")).groupBy("f").count().collect()]
-    return StagedPending(location, f"nr/{ctx.stage}/{slot}/{fp}/{build}", pack_files(file_rows, chunk_rows),
+    return StagedPending(location, slot_dir, f"nr/{ctx.stage}/{slot}/{fp}/{build}", pack_files(file_rows, chunk_rows),
                          staged.schema)
 
 

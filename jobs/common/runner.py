@@ -168,7 +168,7 @@ class StageContext:
                 # limit(0) is planned as an empty relation: no UDF runs, no model loads.
                 self.store.append_new(output, fn(pending).limit(0), output_keys)
             log.info("[%s] nothing to do: every key is already in %s", self.stage, output)
-            chunks.remove_path(self.spark, plan.location)
+            chunks.remove_path(self.spark, plan.slot_dir)
             return 0
         in_flight = self.cfg.pipeline.chunks_in_flight or self._default_in_flight()
         log.info("[%s] %d pending rows in %d chunk(s) of <= %d rows, %d in flight", self.stage, plan.total,
@@ -176,7 +176,7 @@ class StageContext:
         with _progress(self, plan.total, f"{self.stage} -> {output}") as advance:
             written = chunks.run_chunks(self, plan, fn, output, output_keys, status_col, sum_cols, in_flight, advance)
         # Only a finished call removes its staging: after a failure a re-run resumes from it.
-        chunks.remove_path(self.spark, plan.location)
+        chunks.remove_path(self.spark, plan.slot_dir)
         return written
 
 

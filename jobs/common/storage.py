@@ -696,7 +696,9 @@ class BridgeDelta(DeltaBackend):
                 self._discard(path, staged)
                 return False
             try:
+                fault_point("before_commit", path)  # the chunk's Parquet files are written, the commit is not
                 self._commit(path, staged, "append", read_version, txns=[txn])
+                fault_point("after_commit", path)
                 return True
             except CommitFailedError as e:
                 reason = str(e)
