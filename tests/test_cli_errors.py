@@ -48,11 +48,20 @@ def test_missing_model(spark, config_file, tmp_path, capsys):
     assert "source table is missing" not in err, "bootstrap runs first and writes the sample sources"
 
 
-def test_missing_benchmark_files(spark, config_file, tmp_path, capsys):
-    conf = config_file(decontaminate={"benchmarks_dir": str(tmp_path / "no-benchmarks")})
-    rc, err = run_cli(capsys, "run", "--config", conf, "--stages", "bootstrap,ingest,annotate,synthesize,decontaminate")
+def test_missing_benchmark_index_and_files(spark, config_file, tmp_path, capsys):
+    stages = "bootstrap,ingest,annotate,synthesize,decontaminate"
+    conf = config_file(decontaminate={"index": str(tmp_path / "no-index")})
+    rc, err = run_cli(capsys, "run", "--config", conf, "--stages", stages)
     assert rc == 2
-    assert "decontamination benchmarks ['math', 'gpqa', 'mmlu_pro', 'mmlu_stem'] are missing" in err
+    assert "the decontamination benchmark index is missing" in err
+    assert f"looked for: {tmp_path / 'no-index'}/manifest.json (decontaminate.index" in err
+    assert "nr benchmarks build-index" in err and "decontaminate.index: builtin" in err
+    # A built-in benchmark the shipped index does not hold is read from its files.
+    conf = config_file(decontaminate={"benchmarks": ["math", "gpqa_main"],
+                                      "benchmarks_dir": str(tmp_path / "no-benchmarks")})
+    rc, err = run_cli(capsys, "run", "--config", conf, "--stages", stages)
+    assert rc == 2
+    assert "decontamination benchmarks ['gpqa_main'] are read from their files" in err
     assert f"looked for: {tmp_path / 'no-benchmarks'} (decontaminate.benchmarks_dir" in err
     assert "NR_BENCHMARKS_DIR" in err and "decontaminate.enabled=false" in err
 
