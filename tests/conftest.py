@@ -19,7 +19,25 @@ def pytest_configure(config):
     config.addinivalue_line("markers", "slow: runs a real model or a whole pipeline")
 
 
+def quarantined() -> dict[str, str]:
+    """tests/quarantine.txt: ``node id or file  # reason`` per line. A quarantined test is
+    skipped with its reason, so it shows in every run's summary until it is fixed."""
+    path = os.path.join(REPO, "tests", "quarantine.txt")
+    out = {}
+    if os.path.exists(path):
+        for line in open(path):
+            node, _, reason = line.partition("#")
+            if node.strip():
+                out[node.strip()] = reason.strip() or "quarantined"
+    return out
+
+
 def pytest_collection_modifyitems(config, items):
+    held = quarantined()
+    for item in items:
+        for node, reason in held.items():
+            if item.nodeid == node or item.nodeid.startswith(node + "::"):
+                item.add_marker(pytest.mark.skip(reason=f"quarantined (tests/quarantine.txt): {reason}"))
     try:
         import torch
 
