@@ -214,7 +214,11 @@ def run_chunks(ctx: "StageContext", plan: StagedPending, fn: Callable[[DataFrame
         if failed.is_set():
             raise RuntimeError("an earlier chunk failed")
         part = spark.read.schema(plan.schema).parquet(*chunk.files)
-        out = fn(part)
+        # Building the plan pickles the stage's UDFs (cloudpickle walks sys.modules), which races
+        # with another chunk thread's imports ("dictionary changed size during iteration"): plans
+        # are built one at a time; the jobs that run them still overlap.
+        with _PLAN_LOCK:
+            out = fn(part)
         # Within a chunk, a key twice in fn's output is written once; chunks hold disjoint input rows.
         staged = store.stage_append(output, out.dropDuplicates(list(output_keys)))
         try:
@@ -282,6 +286,9 @@ def run_chunks(ctx: "StageContext", plan: StagedPending, fn: Callable[[DataFrame
     if commit_error is not None or error is not None:
         raise commit_error or error
     return written
+
+
+_PLAN_LOCK = threading.Lock()
 
 
 def _raise_failed_commit(commits: list) -> None:
