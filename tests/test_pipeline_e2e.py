@@ -137,26 +137,7 @@ def test_every_stage_ran_ok(pipeline_run):
     _, _, rows = pipeline_run
     assert [(r["stage"], r["status"]) for r in rows] == [
         ("bootstrap", "ok"), ("ingest", "ok"), ("doc_dedup", "ok"), ("annotate", "ok"), ("synthesize", "ok"),
-        ("question_dedup", "ok"), ("decontaminate", "ok"), ("embed", "ok"), ("respond", "ok"), ("judge", "ok"),
-        ("dataset", "ok"), ("sample", "ok"), ("score", "ok"), ("train_data", "ok"), ("select_targeted", "ok"),
-        ("select_traces", "ok")]
-
-
-def test_selection_stages_write_a_targeted_subset_and_a_mixed_export(pipeline_run):
-    cfg, store, rows = pipeline_run
-    usable = store.read("dataset").count()
-    assert store.read("question_embeddings").where(F.col("status") == "ok").count() == usable
-    targeted = counts_of(rows, "select_targeted")
-    assert store.read("selected_targeted").count() == targeted["out"] == min(cfg.select_targeted.target_size,
-                                                                               targeted["retrieved"]) > 0
-    traces = counts_of(rows, "select_traces")
-    assert traces["in"] == store.read("responses").count()
-    assert traces["out"] > 0 and traces["sft_system1"] + traces["sft_system2"] == traces["out"]
-    assert {r.strategy for r in store.read("selected_traces").select("strategy").distinct().collect()} == {
-        "random", "long_cot", "disagreement", "strategy_diversity"}
-    for kind in ("targeted", "naturalthoughts"):
-        folder = os.path.join(cfg.storage.root, "export", "selection", kind)
-        assert any(n.endswith(".json") for n in os.listdir(os.path.join(folder, "jsonl"))), kind
+        ("question_dedup", "ok"), ("decontaminate", "ok"), ("respond", "ok"), ("judge", "ok"), ("dataset", "ok")]
 
 
 def test_counts_follow_from_the_corpus_and_the_model(pipeline_run):
@@ -262,8 +243,7 @@ def test_dataset_schema_and_export(pipeline_run):
 def test_rerun_changes_nothing(pipeline_run, spark):
     cfg, store, _ = pipeline_run
     tables = ["documents", "annotations", "questions", "responses", "judgments", "dataset", "contamination",
-              "dedup_questions_clusters", "samples", "sample_scores", "answer_classes", "train_sft", "train_dpo",
-              "question_embeddings", "selected_targeted", "trace_strategies", "selected_traces"]
+              "dedup_questions_clusters"]
     before = {t: store.version(t) for t in tables}
     rows = run_pipeline(cfg, spark=spark)
     assert all(r["status"] == "ok" for r in rows)
@@ -299,7 +279,6 @@ def test_a_selection_that_keeps_nothing_still_completes(spark, tmp_path):
     assert statuses.pop("doc_dedup").startswith("skipped") and set(statuses.values()) == {"ok"}, statuses
     store = TableStore(spark, cfg.storage)
     assert store.read("annotations").count() > 0 and store.read("annotations").where("selected").count() == 0
-    for table in ("questions", "responses", "judgments", "dataset", "samples", "sample_scores", "train_sft",
-                  "question_embeddings", "selected_targeted", "selected_traces"):
+    for table in ("questions", "responses", "judgments", "dataset"):
         assert store.exists(table) and store.read(table).count() == 0, table
     assert "question_id" in store.read("dataset").columns

@@ -35,7 +35,7 @@ def test_whole_pipeline_with_smollm2(spark, tmp_path):
         f"({c})" for c in (s.filter, "length(text) >= 1500") if c)}) for s in cfg.ingest.sources]
     cfg = cfg.model_copy(update={"ingest": cfg.ingest.model_copy(update={"sources": sources})})
     rows = run_pipeline(cfg, spark=spark)
-    assert [r["status"] for r in rows if r["status"] != "skipped"] == ["ok"] * 12, rows
+    assert [r["status"] for r in rows if r["status"] != "skipped"] == ["ok"] * 9, rows
     store = TableStore(spark, cfg.storage)
     assert store.read("documents").where(F.col("status") == "ok").count() == 4
     for table, valid in VALID.items():

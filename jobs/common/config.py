@@ -97,16 +97,13 @@ class PipelineSection(_Model):
             "synthesize",
             "question_dedup",
             "decontaminate",
-            "embed",
             "respond",
             "judge",
             "dataset",
-            "sample",
-            "score",
-            "train_data",
-            "select_targeted",
-            "select_traces",
-        ]
+        ],
+        description="stages `nr run` runs, in order. Opt-in until their end-to-end runs are verified on the "
+        "sample (add them here or name them with --stages): embed, semdedup, select_targeted, select_traces "
+        "(selection); sample, score, train_data (self-training)",
     )
     chunk_rows: int = Field(256, ge=1, description="rows per commit in long (LLM) stages")
     chunks_in_flight: Optional[int] = Field(
