@@ -4,9 +4,13 @@
     .venv/bin/python benchmarks/bench_decontaminate.py --n 1000000 [--docs 100000] [--contaminated 0.04] [--seed 0]
         [--workdir DIR]
 
-1. Items: ``--n`` generated questions. Most are spans of real web text (the DCLM sample in
-   ../shared/data/corpus) framed as questions; a fraction (``--contaminated``) is built from
-   real benchmark questions of all four built-in benchmarks (../shared/data/benchmarks):
+   It needs real benchmark text and real web pages, which the repository does not ship: point
+   ``NR_SHARED_DATA`` at a folder with ``corpus/dclm_cc_pages.jsonl`` and ``benchmarks/`` in
+   their public layouts (there is no default).
+
+1. Items: ``--n`` generated questions. Most are spans of real web text (the DCLM pages in
+   ``$NR_SHARED_DATA/corpus``) framed as questions; a fraction (``--contaminated``) is built from
+   real benchmark questions of all four built-in benchmarks (``$NR_SHARED_DATA/benchmarks``):
    verbatim, embedded in web text, re-cased and re-punctuated, a 13-word span, and a
    paraphrase of a 13+ word question with one word in every eight replaced (which must not
    be flagged).
@@ -43,7 +47,7 @@ import time
 
 REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 sys.path.insert(0, REPO)
-SHARED = os.environ.get("NR_SHARED_DATA", os.path.abspath(os.path.join(REPO, "..", "shared", "data")))
+SHARED = os.environ.get("NR_SHARED_DATA", "")
 
 FRAMES = ["{}", "Question: {}", "{} What is the answer?", "Explain: {}", "Can you help with this? {}",
           "{} Show your reasoning.", "In the text below, {}"]
@@ -228,6 +232,9 @@ def main(argv=None) -> int:
     p.add_argument("--benchmarks-dir", default=os.path.join(SHARED, "benchmarks"))
     p.add_argument("--workdir", default=None, help="scratch folder (default: a temporary one, removed at the end)")
     args = p.parse_args(argv)
+    if not SHARED or not os.path.isdir(os.path.join(SHARED, "corpus")):
+        p.error("set NR_SHARED_DATA to a folder holding corpus/dclm_cc_pages.jsonl and benchmarks/ "
+                f"(got {SHARED!r})")
 
     import pandas as pd
 
