@@ -24,6 +24,8 @@ def quarantined() -> dict[str, str]:
     skipped with its reason, so it shows in every run's summary until it is fixed."""
     path = os.path.join(REPO, "tests", "quarantine.txt")
     out = {}
+    if os.environ.get("NR_RUN_QUARANTINED"):  # run them anyway, to check a fix
+        return out
     if os.path.exists(path):
         for line in open(path):
             node, _, reason = line.partition("#")
