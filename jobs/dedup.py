@@ -429,11 +429,9 @@ def find_duplicate_clusters(df: DataFrame, id_col: str, text_col: str, cfg: Dedu
         scored = verify_in_buckets(docs, cfg, sets).persist()
     else:
         scored = verify_pairs(find_candidate_pairs(docs, cfg), docs, cfg, tally=True).persist()
-    counts = scored.agg(F.sum(F.when(F.col("id_a").isNull(), F.col("jaccard"))).alias("checked"),
-                        F.count("id_a").alias("verified")).first()
-    stats.candidate_pairs, stats.verified_pairs = int(counts["checked"] or 0), int(counts["verified"])
-    steps.done("candidates+verification",
-               f"candidates={stats.candidate_pairs} verified={stats.verified_pairs}")
+    checked = scored.agg(F.sum(F.when(F.col("id_a").isNull(), F.col("jaccard")))).first()[0]
+    stats.candidate_pairs = int(checked or 0)
+    steps.done("candidates+verification", f"candidates={stats.candidate_pairs}")
     # persist justification: fed to the components and to the written pairs.
     idx_pairs = scored.where(F.col("id_a").isNotNull())
     # a pair checked twice (it shares two giant buckets, or two bands' hashes collide) is listed once
@@ -444,9 +442,10 @@ def find_duplicate_clusters(df: DataFrame, id_col: str, text_col: str, cfg: Dedu
     scored.unpersist()  # idx_pairs is cached now (the components read all of it)
     # persist justification: returned for writing.
     pairs = pairs_by_id(idx_pairs, items).persist()
-    pairs.count()
+    # counted once each, however many buckets checked it (as the in-process path counts)
+    stats.verified_pairs = pairs.count()
     idx_pairs.unpersist()
-    steps.done("connected components", f"rounds={stats.cc_iterations}")
+    steps.done("connected components", f"rounds={stats.cc_iterations} verified pairs={stats.verified_pairs}")
     clusters = assign_clusters(items, forest_labels(forest), score=bool(score_col)).persist()
     # one pass computes the cached table and its statistics: every cluster of two or more
     # rows keeps one and removes the rest
