@@ -446,7 +446,7 @@ class PlanStep:
 
 
 def _pending_rows(ctx: StageContext, name: str) -> int:
-    """The first LLM stage's pending rows: its input minus the keys already in its output (one anti-join)."""
+    """An LLM stage's pending rows: its input minus the keys already in its output (one anti-join)."""
     from pyspark.sql import functions as F
 
     if name == "annotate":
@@ -498,7 +498,8 @@ def make_plan(cfg: PipelineConfig, spark, stages: Optional[Sequence[str]] = None
         avg = tokens.get(name)
         per_row = round(avg["prompt_per_row"], 1) if avg else None
         if name in LLM_STAGES:
-            if first_llm_done or any(not store.exists(t) for t in REQUIRED_INPUTS[name]):
+            # A later LLM stage is counted too when nothing before it would run (its input is final).
+            if (first_llm_done and running) or any(not store.exists(t) for t in REQUIRED_INPUTS[name]):
                 detail = "depends on the stages before"
                 step = PlanStep(name, "run", detail, prompt_tokens_per_row=per_row)
             else:
@@ -527,8 +528,10 @@ def make_plan(cfg: PipelineConfig, spark, stages: Optional[Sequence[str]] = None
             todo = [p for p in sample_targets(cfg).values() if not store.backend.exists(p)]
             step = PlanStep(name, "run" if todo else "skip",
                             f"writes {', '.join(todo)}" if todo else "sample tables already written")
-        else:
+        elif name == "ingest":
             step = PlanStep(name, "run", "reads the sources, adds the rows not yet in documents")
+        else:
+            step = PlanStep(name, "run", "adds the rows of its input not yet in its output (not counted)")
         steps.append(step)
         # ingest re-reads its sources every run but changes documents only when they grew.
         if step.action == "run" and name != "ingest":

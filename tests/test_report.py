@@ -51,6 +51,12 @@ def hist(values, edges) -> dict:
     return {"edges": edges, "counts": [int(c) for c in counts], "n": int(counts.sum())}
 
 
+def assert_range(edges, values) -> None:
+    """A histogram spans the values' min..max; all-equal values get one unit of width."""
+    lo, hi = float(values.min()), float(values.max())
+    assert edges[0] == lo and edges[-1] == pytest.approx(hi if hi > lo else lo + 1.0)
+
+
 def pct(n, total):
     return round(100.0 * n / total, 4) if total else None
 
@@ -127,12 +133,12 @@ def expected_report(cfg, got: dict) -> dict:
         jd.loc[jd["kind"] == "reference_agreement", "verdict"].dropna().value_counts().items())}
     ss = jd.loc[jd["kind"] == "self_score", "score"].dropna()
     g = got["distributions"]["self_score"]
-    assert g["edges"][0] == ss.min() and g["edges"][-1] == pytest.approx(ss.max())
+    assert_range(g["edges"], ss)
     dist["self_score"] = hist(ss, g["edges"])
     resp = read(root, "responses")
     rw = resp.loc[resp["status"] == "ok", "response"].map(words)
     g = got["distributions"]["response_words"]
-    assert g["edges"][0] == rw.min() and g["edges"][-1] == pytest.approx(rw.max())
+    assert_range(g["edges"], rw)
     dist["response_words"] = hist(rw, g["edges"])
     dom = ds["domain"].fillna("(none)").value_counts()
     dist["domains"] = {k: int(v) for k, v in sorted(dom.items(), key=lambda kv: (-kv[1], kv[0]))[:25]}

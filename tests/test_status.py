@@ -137,7 +137,9 @@ def test_plan_after_a_complete_run_has_nothing_to_do_and_writes_nothing(sample_r
     assert steps["annotate"]["pending"] == 0 and steps["annotate"]["action"] == "skip"
     for name in ("doc_dedup", "question_dedup", "decontaminate", "dataset"):
         assert steps[name]["action"] == "skip", steps[name]
-    assert steps["synthesize"]["detail"] == "depends on the stages before"
+    # nothing before them runs, so the later LLM stages are counted too
+    for name in ("synthesize", "respond", "judge"):
+        assert steps[name]["pending"] == 0 and steps[name]["action"] == "skip", steps[name]
     assert plan["problems"] == []
     assert cli.main(["plan", "--config", write_config(cfg, tmp_path / "c.yaml")]) == 0
     assert "dry run, nothing is written" in capsys.readouterr().out
