@@ -85,7 +85,7 @@ PARAPHRASES = [
 
 def minilm_cfg(root, **sets):
     return load_config(None, [f"storage.root={root}", "pipeline.progress=false", "embed.batch_size=16",
-                              *[f"{k}={v}" for k, v in sets.items()]])
+                              *[f"{k}={'null' if v is None else v}" for k, v in sets.items()]])
 
 
 @pytest.fixture(scope="module")
