@@ -29,11 +29,14 @@ from jobs.common.runner import STAGE_MODULES, StageContext, StageNotBuilt, load_
 log = logging.getLogger("nr")
 
 LLM_STAGES = ("annotate", "synthesize", "respond", "judge")
+# Stages whose pending rows the plan counts (one anti-join each): the LLM stages and embed.
+COUNTED_STAGES = LLM_STAGES + ("embed",)
 # Input tables a stage cannot run without (the others it reads only when they exist).
 REQUIRED_INPUTS = {
     "annotate": ["documents"],
     "synthesize": ["annotations", "documents"],
     "decontaminate": ["questions"],
+    "embed": ["questions"],
     "respond": ["questions"],
     "judge": ["questions"],
     "dataset": ["questions", "documents"],
@@ -44,7 +47,7 @@ WHOLE_TABLE_STAGES = ("doc_dedup", "question_dedup", "decontaminate", "semdedup"
                       "select_targeted", "select_traces")
 # What a pending row of the first LLM stage is, for the plan's wording.
 PENDING_UNIT = {"annotate": "documents", "synthesize": "selected documents", "respond": "questions",
-                "judge": "questions to rate"}
+                "judge": "questions to rate", "embed": "questions to embed"}
 
 
 class PreflightError(ConfigError):
@@ -460,6 +463,11 @@ def _pending_rows(ctx: StageContext, name: str) -> int:
     from jobs.common.llm_stage import model_config, usable_questions
 
     qs = usable_questions(ctx).select("question_id")
+    if name == "embed":
+        if not ctx.store.exists("question_embeddings"):
+            return qs.count()
+        done = ctx.store.read("question_embeddings").where(F.col("model") == ctx.cfg.embed.name)
+        return qs.join(done.select("question_id"), "question_id", "left_anti").count()
     if name == "respond":
         total = 0
         for m in ctx.cfg.respond.models:
@@ -497,9 +505,9 @@ def make_plan(cfg: PipelineConfig, spark, stages: Optional[Sequence[str]] = None
             continue
         avg = tokens.get(name)
         per_row = round(avg["prompt_per_row"], 1) if avg else None
-        if name in LLM_STAGES:
+        if name in COUNTED_STAGES:
             # A later LLM stage is counted too when nothing before it would run (its input is final).
-            if (first_llm_done and running) or any(not store.exists(t) for t in REQUIRED_INPUTS[name]):
+            if (first_llm_done and running) or any(not store.exists(t) for t in REQUIRED_INPUTS.get(name, [])):
                 detail = "depends on the stages before"
                 step = PlanStep(name, "run", detail, prompt_tokens_per_row=per_row)
             else:

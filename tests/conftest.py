@@ -77,20 +77,16 @@ def store(spark, cfg) -> TableStore:
 
 @pytest.fixture(scope="session")
 def sample_run(spark, tmp_path_factory):
-    """The scripted end-to-end run on the bundled sample (tests/test_pipeline_e2e.py's config,
-    with every stage, the opt-in ones too),
+    """The scripted end-to-end run on the bundled sample (tests/test_pipeline_e2e.py's config),
     shared read-only by the status, plan, report and notebook tests: (config, runs rows)."""
     import json
 
     from jobs.common.config import validate_config
-    from jobs.common.runner import STAGE_MODULES
     from jobs.pipeline import run_pipeline
     from tests.test_pipeline_e2e import benchmark_docs, scripted_config
 
     base = tmp_path_factory.mktemp("sample_run")
     extra = base / "planted.jsonl"
     extra.write_text("".join(json.dumps(d) + "\n" for d in benchmark_docs()))
-    raw = scripted_config(str(base / "root"), str(extra))
-    raw["pipeline"]["stages"] = list(STAGE_MODULES)  # the opt-in stages too: every table the report shows
-    cfg = validate_config(raw, "test")
+    cfg = validate_config(scripted_config(str(base / "root"), str(extra)), "test")
     return cfg, run_pipeline(cfg, spark=spark)

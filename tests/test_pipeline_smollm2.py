@@ -27,6 +27,9 @@ def test_whole_pipeline_with_smollm2(spark, tmp_path):
     root = tmp_path / "smol"
     cfg = load_config(f"{REPO}/conf/local.yaml", [
         f"storage.root={root}", "pipeline.progress=false",
+        # the question stages (self-training with SmolLM2: test_selftrain_smollm2; all: run-sample.sh)
+        "pipeline.stages=[bootstrap,ingest,doc_dedup,annotate,synthesize,question_dedup,decontaminate,respond,"
+        "judge,dataset]",
         # a handful of documents: the first few of each source, every one selected
         "annotate.select={}", "annotate.sampling.max_tokens=64",
         "synthesize.sampling.max_tokens=160", "respond.sampling.max_tokens=384", "respond.sampling.n=2", "judge.sampling.max_tokens=64",

@@ -97,13 +97,18 @@ class PipelineSection(_Model):
             "synthesize",
             "question_dedup",
             "decontaminate",
+            "embed",
             "respond",
             "judge",
             "dataset",
+            "sample",
+            "score",
+            "train_data",
+            "select_targeted",
+            "select_traces",
         ],
-        description="stages `nr run` runs, in order. Opt-in until their end-to-end runs are verified on the "
-        "sample (add them here or name them with --stages): embed, semdedup, select_targeted, select_traces "
-        "(selection); sample, score, train_data (self-training)",
+        description="stages `nr run` runs, in order; semdedup (after embed) runs when it is added here "
+        "or named with --stages",
     )
     chunk_rows: int = Field(256, ge=1, description="rows per commit in long (LLM) stages")
     chunks_in_flight: Optional[int] = Field(
