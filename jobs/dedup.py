@@ -101,7 +101,7 @@ class _Steps:
 
     def done(self, step: str, detail: str = "") -> None:
         now = time.monotonic()
-        log.info("dedup step %-22s %6.1fs (total %6.1fs)%s", step, now - self.last, now - self.t0,
+        log.debug("dedup step %-22s %6.1fs (total %6.1fs)%s", step, now - self.last, now - self.t0,
                  f"  {detail}" if detail else "")
         self.last = now
 
@@ -332,7 +332,7 @@ def star_forest(edges: DataFrame, src: str = "id_a", dst: str = "id_b", max_iter
         converged = _is_star_forest(nxt)
         e.unpersist()
         e = nxt
-        log.info("dedup: connected components round %d%s", rounds, " (converged)" if converged else "")
+        log.debug("dedup: connected components round %d%s", rounds, " (converged)" if converged else "")
     return e, rounds
 
 
@@ -385,7 +385,7 @@ def find_duplicate_clusters(df: DataFrame, id_col: str, text_col: str, cfg: Dedu
     """
     stats = DedupStats.for_config(cfg)
     bands, rows = stats.bands, stats.rows_per_band
-    log.info("dedup: threshold=%.2f ngram=%d num_perm=%d -> b=%d bands x r=%d rows; P(candidate | J): %s",
+    log.debug("dedup: threshold=%.2f ngram=%d num_perm=%d -> b=%d bands x r=%d rows; P(candidate | J): %s",
              cfg.threshold, cfg.ngram, cfg.num_perm, bands, rows,
              ", ".join(f"{s}: {p:.3f}" for s, p in stats.s_curve.items()))
     if score_col is None and cfg.keep == "highest_score":

@@ -24,9 +24,16 @@ STAGE_COUNTS = [("annotate", "selected", "selected"),
                 ("decontaminate", "dropped_contaminated", "removed as contaminated")]
 
 
-def _reasons(counts: dict) -> str:
-    parts = [f"{k}={v}" for k, v in sorted(counts.items()) if k.startswith(("dropped_", "failed_")) and v]
-    return ", ".join(parts)
+def _reasons(counts: dict, most: int = 3) -> str:
+    """The drop and failure counts, largest first; past ``most`` only their number and total
+    (``runs`` and ``nr status`` have them all)."""
+    parts = sorted(((k, v) for k, v in counts.items() if k.startswith(("dropped_", "failed_")) and v),
+                   key=lambda kv: (-kv[1], kv[0]))
+    text = ", ".join(f"{k}={v}" for k, v in parts[:most])
+    rest = parts[most:]
+    if rest:
+        text += f" (+{len(rest)} more: {sum(v for _, v in rest)} rows)"
+    return text
 
 
 def latest_runs(spark, cfg: PipelineConfig, stages: list[str]) -> dict[str, list[dict]]:

@@ -248,8 +248,9 @@ def run_chunks(ctx: "StageContext", plan: StagedPending, fn: Callable[[DataFrame
                         ctx.count(f"failed_{value}", n)
                 for c, v in d.sums.items():
                     ctx.count(c, v)
-        log.info("[%s] chunk %d/%d committed to %s (%d rows in, %d out)", ctx.stage, d.chunk.index + 1, n_chunks,
-                 output, d.chunk.rows, d.rows if committed else 0)
+        log.log(logging.DEBUG if ctx.show_progress else logging.INFO,
+                "[%s] chunk %d/%d committed to %s (%d rows in, %d out)", ctx.stage, d.chunk.index + 1, n_chunks,
+                output, d.chunk.rows, d.rows if committed else 0)
         advance(d.chunk.rows)
 
     computes: deque[Future] = deque()

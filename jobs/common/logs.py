@@ -17,6 +17,7 @@ import os
 import re
 import sys
 import threading
+import warnings
 from contextlib import contextmanager
 from dataclasses import dataclass
 from typing import Iterator, Optional, TextIO
@@ -77,6 +78,10 @@ def setup(level: str = "INFO", log_file: Optional[str] = None) -> RunLog:
         return _current
     logging.captureWarnings(True)
     debug = is_debug(level)
+    if not debug:
+        # pyspark warns when a pandas function is a functools.partial (no type hints to read)
+        # and falls back to the eval type it is given: nothing for a user to do.
+        warnings.filterwarnings("ignore", message="Cannot infer the eval type from type hints")
     console = logging.StreamHandler(sys.stderr)
     console.setFormatter(logging.Formatter(FORMAT, DATEFMT))
     if debug:

@@ -171,8 +171,10 @@ class StageContext:
             chunks.remove_path(self.spark, plan.slot_dir)
             return 0
         in_flight = self.cfg.pipeline.chunks_in_flight or self._default_in_flight()
-        log.info("[%s] %d pending rows in %d chunk(s) of <= %d rows, %d in flight", self.stage, plan.total,
-                 len(plan.chunks), chunk_rows, in_flight)
+        # with a progress bar on the console these lines (and each chunk's) go to the log file only
+        log.log(logging.DEBUG if self.show_progress else logging.INFO,
+                "[%s] %d pending rows in %d chunk(s) of <= %d rows, %d in flight", self.stage, plan.total,
+                len(plan.chunks), chunk_rows, in_flight)
         with _progress(self, plan.total, f"{self.stage} -> {output}") as advance:
             written = chunks.run_chunks(self, plan, fn, output, output_keys, status_col, sum_cols, in_flight, advance)
         # Only a finished call removes its staging: after a failure a re-run resumes from it.
