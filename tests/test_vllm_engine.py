@@ -239,7 +239,9 @@ def _check_probe_with_fake_cgroup(probe, limit, tmp_path, monkeypatch):
 
     fake = {"/sys/fs/cgroup/memory.max": limit, "/sys/fs/cgroup/memory.current": limit - (512 << 20)}
     monkeypatch.setattr(probe, "_read_int_file", lambda path: fake.get(path))
-    monkeypatch.setattr(probe, "get_cgroup_memory_usage", probe.get_cgroup_memory_usage)  # undone after
+    # vLLM's own probe (an engine built earlier in this process may have wrapped it already); undone after
+    monkeypatch.setattr(probe, "get_cgroup_memory_usage",
+                        getattr(probe.get_cgroup_memory_usage, "_nr_original", probe.get_cgroup_memory_usage))
     monkeypatch.setattr(ve, "CGROUP_ROOT", str(_fake_cgroup(
         tmp_path, "v2", {"active_file": 1 * GiB, "inactive_file": 3 * GiB, "slab_reclaimable": 0})))
     assert probe.get_memory_node_info(0).available_memory <= 512 << 20

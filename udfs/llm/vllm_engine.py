@@ -386,6 +386,7 @@ def count_page_cache_as_free() -> bool:
         return None if used is None else max(0, used - cgroup_page_cache_bytes())
 
     usage_without_page_cache._nr_page_cache_aware = True
+    usage_without_page_cache._nr_original = usage
     probe.get_cgroup_memory_usage = usage_without_page_cache
     return True
 
