@@ -45,7 +45,7 @@ REQUIRED_INPUTS = {
 # others process only the keys not yet in their output).
 WHOLE_TABLE_STAGES = ("doc_dedup", "question_dedup", "decontaminate", "semdedup", "dataset", "train_data",
                       "select_targeted", "select_traces")
-# What a pending row of the first LLM stage is, for the plan's wording.
+# What a pending row of a counted stage is, for the plan's wording.
 PENDING_UNIT = {"annotate": "documents", "synthesize": "selected documents", "respond": "questions",
                 "judge": "questions to rate", "embed": "questions to embed"}
 

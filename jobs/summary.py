@@ -27,8 +27,9 @@ STAGE_COUNTS = [("annotate", "selected", "selected"),
 def _reasons(counts: dict, most: int = 3) -> str:
     """The drop and failure counts, largest first; past ``most`` only their number and total
     (``runs`` and ``nr status`` have them all)."""
-    parts = sorted(((k, v) for k, v in counts.items() if k.startswith(("dropped_", "failed_")) and v),
-                   key=lambda kv: (-kv[1], kv[0]))
+    from jobs.status import drop_reasons
+
+    parts = sorted(drop_reasons(counts).items(), key=lambda kv: (-kv[1], kv[0]))
     text = ", ".join(f"{k}={v}" for k, v in parts[:most])
     rest = parts[most:]
     if rest:

@@ -378,14 +378,13 @@ def count_page_cache_as_free() -> bool:
     usage = getattr(probe, "get_cgroup_memory_usage", None)
     if usage is None:
         return False
-    if getattr(usage, "_nr_page_cache_aware", False):
+    if hasattr(usage, "_nr_original"):  # wrapped already
         return True
 
     def usage_without_page_cache():
         used = usage()
         return None if used is None else max(0, used - cgroup_page_cache_bytes())
 
-    usage_without_page_cache._nr_page_cache_aware = True
     usage_without_page_cache._nr_original = usage
     probe.get_cgroup_memory_usage = usage_without_page_cache
     return True
