@@ -230,7 +230,10 @@ def _to_arrow(df: DataFrame):
 
     if hasattr(df, "toArrow"):
         return df.toArrow()
-    return pa.Table.from_pandas(df.toPandas(), preserve_index=False)
+    from pyspark.sql.pandas.types import to_arrow_schema
+
+    # Spark's own types, so an empty frame keeps them (pandas alone would give null columns)
+    return pa.Table.from_pandas(df.toPandas(), schema=to_arrow_schema(df.schema), preserve_index=False)
 
 
 def verify_pairs(candidates: DataFrame, docs: DataFrame, cfg: DedupConfig, tally: bool = False) -> DataFrame:

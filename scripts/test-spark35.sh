@@ -26,9 +26,11 @@ if [ ! -f "$stamp" ]; then
   log=$VENV/install.log
   : > "$log"
   pipi() { "$VENV/bin/python" -m pip install "$@" >>"$log" 2>&1 || { tail -40 "$log"; echo "pip install $* failed" >&2; exit 1; }; }
-  # No model extras: these tests run the scripted engine; Spark's own packages are pinned by the constraints.
-  pipi -q -c "$constraints" "pyspark==$PYSPARK" "numpy==$NUMPY" "pandas==$PANDAS" "pyarrow==$PYARROW"
-  pipi -q -c "$constraints" -e ".[dev,aws]"
+  # No LLM extras: these tests run the scripted engine. The end-to-end pipeline's embed stage needs
+  # sentence-transformers, hence torch, pinned first to the CPU build (unpinned, it pulls CUDA wheels).
+  pipi -q -c "$constraints" "torch==2.13.0" "pyspark==$PYSPARK" "numpy==$NUMPY" "pandas==$PANDAS" "pyarrow==$PYARROW"
+  pipi -q -c "$constraints" -e ".[dev,aws,embed]"
+  "$VENV/bin/python" -m pip uninstall -y -q torchvision torchaudio torchcodec >>"$log" 2>&1 || true
   pipi -q --no-deps "lm-eval==0.4.13"   # the janitor module the decontamination tests compare against
   touch "$stamp"
 fi

@@ -396,8 +396,10 @@ def int64_binary(counts: np.ndarray, values: np.ndarray):
 def binary_int64(arr) -> tuple[np.ndarray, np.ndarray]:
     """Inverse of ``int64_binary``: ``(counts, values)`` of a (possibly sliced) Arrow binary array."""
     n = len(arr)
+    if n == 0:  # an empty array may have no buffers (e.g. built from an empty pandas column on Spark 3.5)
+        return np.zeros(0, dtype=np.int64), np.zeros(0, dtype=np.int64)
     offsets = np.frombuffer(arr.buffers()[1], dtype=np.int32)[arr.offset: arr.offset + n + 1]
-    if n == 0 or offsets[-1] == offsets[0]:
+    if offsets[-1] == offsets[0]:
         return np.zeros(n, dtype=np.int64), np.zeros(0, dtype=np.int64)
     data = np.frombuffer(arr.buffers()[2], dtype=np.uint8)[offsets[0]: offsets[-1]]
     return np.diff(offsets).astype(np.int64) // 8, data.view("<i8").astype(np.int64, copy=False)
