@@ -17,10 +17,9 @@ from pyspark.sql.types import StructType
 
 from jobs.common.config import EmbedConfig
 from jobs.common.gpu import map_in_pandas
-from jobs.common.llm import ddl_struct
+from jobs.common.llm import ddl_struct, local_threads
 from jobs.common.llm_stage import usable_questions
 from jobs.common.runner import StageContext
-from jobs.common.spark import is_local
 from udfs.embed import EMBED_FIELDS, embed_batches
 
 NAME = "embed"
@@ -36,19 +35,17 @@ def encoder_dict(cfg: EmbedConfig) -> dict:
     return d
 
 
-def _partitions(df: DataFrame, cfg: EmbedConfig) -> int:
-    cores = df.sparkSession.sparkContext.defaultParallelism
-    if is_local(df.sparkSession):
-        # One encoder per Python worker, each on torch_threads cores: workers x threads = cores.
-        return max(1, cores // (cfg.torch_threads or cores))
-    return max(1, cores)
-
-
 def embed_texts(df: DataFrame, cfg: EmbedConfig, *, key_cols: Sequence[str], text_col: str) -> DataFrame:
     """keys + model, dim, embedding (array<float>, unit length), status, error."""
     schema = StructType([df.schema[k] for k in key_cols] + list(ddl_struct(EMBED_FIELDS).fields))
-    fn = functools.partial(embed_batches, cfg=encoder_dict(cfg), text_col=text_col, key_cols=list(key_cols))
-    src = df.select(*key_cols, text_col).repartition(_partitions(df, cfg), *[F.col(k) for k in key_cols])
+    # Local mode: one encoder per Python worker, each on `threads` threads (workers x threads = cores).
+    enc, threads = encoder_dict(cfg), local_threads(df.sparkSession, cfg.engine, cfg.torch_threads)
+    cores = df.sparkSession.sparkContext.defaultParallelism
+    if threads:
+        enc["torch_threads"] = threads
+    fn = functools.partial(embed_batches, cfg=enc, text_col=text_col, key_cols=list(key_cols))
+    parts = max(1, cores // threads) if threads else max(1, cores)
+    src = df.select(*key_cols, text_col).repartition(parts, *[F.col(k) for k in key_cols])
     return map_in_pandas(src, fn, schema, cfg.gpus_per_task)
 
 

@@ -103,10 +103,7 @@ def rewards(ctx: StageContext, ok: DataFrame) -> DataFrame:
     model = model_config(ctx.cfg, ctx.cfg.score.reward_model)
     rows = _for_generate(ok).select(*GEN_KEY, "question", "response")
     with_msgs = llm.with_prompt(rows, "reward").select(*GEN_KEY, "messages")
-    model_cfg = model.model_dump(mode="json")
-    model_cfg["label"] = model.name
-    if ctx.cfg.llm.cache_dir:
-        model_cfg["cache_dir"] = ctx.cfg.llm.cache_dir
+    model_cfg = llm.engine_config(model, ctx.cfg.llm.cache_dir, with_msgs.sparkSession)
     fn = functools.partial(reward_batches, model_cfg=model_cfg, key_cols=GEN_KEY)
     schema = StructType([with_msgs.schema[c] for c in GEN_KEY] + list(llm.ddl_struct(REWARD_FIELDS).fields))
     out = map_in_pandas(with_msgs.repartition(llm._partitions(with_msgs, model), *GEN_KEY), fn, schema,

@@ -116,13 +116,46 @@ def test_generate_10k_rows_one_engine_per_worker(spark):
             pass
         yield _pd.DataFrame({"pid": [os.getpid()], "counts": [_json.dumps(engine_constructions())]})
 
-    with engine_worker_pool(spark, config_hash(engine_config(model))):
+    with engine_worker_pool(spark, config_hash(engine_config(model, None, spark))):
         probe_df = spark.range(16).repartition(8).mapInPandas(probe, "pid long, counts string")
     seen = probe_df.collect()
     built = {r.pid: json.loads(r.counts) for r in seen if json.loads(r.counts)}
     assert built, "no probed worker had built an engine"
     for counts in built.values():
         assert all(v == 1 for v in counts.values()), counts
+
+
+def test_in_process_models_get_every_local_core(spark):
+    """Spark starts Python workers with OMP_NUM_THREADS at the task's cores (1 here), which left
+    vLLM's CPU build on one core; in local mode the worker's thread count is set explicitly."""
+    from jobs.common.llm import _partitions
+
+    cores = spark.sparkContext.defaultParallelism
+    df = spark.range(4)
+    for engine in ("vllm", "transformers", "auto"):
+        cfg = engine_config(ModelConfig(engine=engine, label="m"), None, spark)
+        assert cfg["torch_threads"] == cores and _partitions(df, ModelConfig(engine=engine)) == 1
+    one = ModelConfig(engine="vllm", label="m", torch_threads=1)
+    assert engine_config(one, None, spark)["torch_threads"] == 1 and _partitions(df, one) == cores
+    # never more threads than cores, and nothing set for engines outside the worker
+    assert engine_config(ModelConfig(engine="vllm", torch_threads=64), None, spark)["torch_threads"] == cores
+    assert engine_config(ModelConfig(engine="scripted"), None, spark).get("torch_threads") is None
+    assert engine_config(ModelConfig(engine="openai", base_url="http://h/v1"), None, spark).get("torch_threads") is None
+    # what the worker does with it: OMP_NUM_THREADS replaced, not kept at Spark's 1
+    from udfs.llm.vllm_engine import prepare_cpu_env
+
+    before = {k: os.environ.get(k) for k in ("OMP_NUM_THREADS", "VLLM_ENABLE_V1_MULTIPROCESSING")}
+    import torch
+
+    torch_before = torch.get_num_threads()
+    try:
+        os.environ["OMP_NUM_THREADS"] = "1"
+        prepare_cpu_env({"torch_threads": cores})
+        assert os.environ["OMP_NUM_THREADS"] == str(cores) and torch.get_num_threads() == cores
+    finally:
+        torch.set_num_threads(torch_before)
+        for k, v in before.items():
+            os.environ.pop(k, None) if v is None else os.environ.__setitem__(k, v)
 
 
 def test_prompt_field_missing_fails_before_any_task(spark):

@@ -72,21 +72,36 @@ def ddl_struct(ddl: str) -> StructType:
     return _parse_datatype_string(ddl)
 
 
-def _partitions(df: DataFrame, model: ModelConfig) -> int:
-    spark = df.sparkSession
+def local_threads(spark, engine: str, torch_threads: Optional[int]) -> Optional[int]:
+    """Threads per Python worker for a model that runs inside the worker in local mode, else None.
+
+    Spark starts its Python workers with ``OMP_NUM_THREADS`` set to the task's cores (1 in
+    local mode), so a model left to that setting computes on one core of the machine (vLLM's
+    CPU build then generated at 0.57x its own speed on 2 cores). Local mode runs
+    cores / threads workers of ``threads`` threads each: all cores, no oversubscription.
+    """
+    if not is_local(spark) or engine not in ("auto", "vllm", "transformers", "sentence_transformers"):
+        return None
     cores = spark.sparkContext.defaultParallelism
-    if is_local(spark) and model.engine in ("auto", "vllm", "transformers"):
-        # One engine per Python worker, each using torch_threads cores: keep workers x threads = cores.
-        return max(1, cores // (model.torch_threads or cores))
-    return max(1, cores)
+    return max(1, min(int(torch_threads or cores), cores))
 
 
-def engine_config(model: ModelConfig, cache_dir: Optional[str] = None) -> dict:
-    """The plain dict an executor builds its engine from (``udfs.llm.engines.get_engine``)."""
+def _partitions(df: DataFrame, model: ModelConfig) -> int:
+    cores = df.sparkSession.sparkContext.defaultParallelism
+    threads = local_threads(df.sparkSession, model.engine, model.torch_threads)
+    return max(1, cores // threads) if threads else max(1, cores)
+
+
+def engine_config(model: ModelConfig, cache_dir: Optional[str] = None, spark=None) -> dict:
+    """The plain dict an executor builds its engine from (``udfs.llm.engines.get_engine``);
+    with ``spark``, in local mode, the worker's thread count is filled in (``local_threads``)."""
     model_cfg = model.model_dump(mode="json")
     model_cfg["label"] = model.name
     if cache_dir:
         model_cfg["cache_dir"] = cache_dir
+    threads = local_threads(spark, model.engine, model.torch_threads) if spark is not None else None
+    if threads:
+        model_cfg["torch_threads"] = threads
     return model_cfg
 
 
@@ -108,7 +123,7 @@ def generate(
         raise ValueError(f"model {model.name!r}: the openai engine needs base_url (e.g. http://host:8000/v1)")
     passthrough = [c for c in ("prompt_name", "prompt_hash") if c in df.columns]
     cols = list(key_cols) + passthrough + [messages_col] + ([overrides_col] if overrides_col else [])
-    model_cfg = engine_config(model, cache_dir)
+    model_cfg = engine_config(model, cache_dir, df.sparkSession)
     if storage_options:  # region/endpoint for a model staged from S3 (udfs.staging); never secrets
         model_cfg["storage_options"] = dict(storage_options)
     fn = functools.partial(
