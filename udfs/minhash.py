@@ -492,7 +492,9 @@ class DocSets:
 
     ids: np.ndarray  # int64, sorted
     offsets: np.ndarray  # int64, len(ids) + 1, into values
-    values: np.ndarray  # int64 shingle hashes, each item's sorted
+    # Each item's shingle hashes as dense ranks (uint32, the order of the hashes): each item's
+    # run sorted, so (pair << 32 | rank) keys of consecutive pairs are sorted (``_set_jaccard``).
+    values: np.ndarray
     bands: np.ndarray  # (len(ids), b) int64 band hashes
     giant: np.ndarray  # sorted band hashes of buckets with more than max_bucket_size items
 
@@ -510,7 +512,8 @@ class DocSets:
         bands = pc.list_flatten(bands_col).to_numpy().reshape(len(ids), b) if b else np.zeros((len(ids), 0), np.int64)
         keys, sizes = np.unique(bands, return_counts=True)
         offsets = np.concatenate(([0], np.cumsum(counts))).astype(np.int64)
-        return cls(ids, offsets, values, bands, keys[sizes > max_bucket_size])
+        ranks = np.unique(values, return_inverse=True)[1].reshape(-1).astype(np.uint32)
+        return cls(ids, offsets, ranks, bands, keys[sizes > max_bucket_size])
 
 
 def bucket_verify_batches(batches: Iterable, *, sets, max_bucket_size: int, threshold: float) -> Iterator:
@@ -561,12 +564,25 @@ def _with_tally(ia: np.ndarray, ib: np.ndarray, jac: np.ndarray, checked: int):
 
 
 def _set_jaccard(sets: DocSets, pa_: np.ndarray, pb_: np.ndarray) -> np.ndarray:
-    """Exact Jaccard of the shingle-hash sets of items ``pa_[i]`` and ``pb_[i]`` (positions in ``sets``)."""
+    """Exact Jaccard of the shingle-hash sets of items ``pa_[i]`` and ``pb_[i]`` (positions in ``sets``).
+
+    Pair i's members become keys ``i << 32 | rank``; each item's ranks are sorted, so the keys
+    of all a-sides are one sorted array and so are the b-sides': the intersections are one
+    ``searchsorted`` of the a-keys in the b-keys, with no sort.
+    """
     la = sets.offsets[pa_ + 1] - sets.offsets[pa_]
     lb = sets.offsets[pb_ + 1] - sets.offsets[pb_]
-    va = sets.values[_ranges(sets.offsets[pa_], la)]
-    vb = sets.values[_ranges(sets.offsets[pb_], lb)]
-    return _pair_jaccard(la, va, lb, vb)
+    n = len(la)
+    pair_a = np.repeat(np.arange(n, dtype=np.int64), la)
+    ka = (pair_a << 32) | sets.values[_ranges(sets.offsets[pa_], la)].astype(np.int64)
+    kb = (np.repeat(np.arange(n, dtype=np.int64), lb) << 32) | sets.values[_ranges(sets.offsets[pb_], lb)].astype(np.int64)
+    inter = np.zeros(n, dtype=np.int64)
+    if len(ka) and len(kb):
+        pos = np.minimum(np.searchsorted(kb, ka), len(kb) - 1)
+        inter = np.bincount(pair_a[kb[pos] == ka], minlength=n)
+    union = la + lb - inter
+    with np.errstate(invalid="ignore", divide="ignore"):
+        return np.where((la > 0) & (lb > 0), inter / np.maximum(union, 1), 0.0)
 
 
 def _ranges(starts: np.ndarray, lengths: np.ndarray) -> np.ndarray:

@@ -35,6 +35,7 @@ import hashlib
 import json
 import logging
 import threading
+import time
 import uuid
 from collections import deque
 from concurrent.futures import Future, ThreadPoolExecutor
@@ -191,6 +192,7 @@ class _Done:
     rows: int
     by_status: dict
     sums: dict
+    seconds: dict  # plan, write, counts: where a chunk's driver time goes (logged with its commit)
 
 
 def run_chunks(ctx: "StageContext", plan: StagedPending, fn: Callable[[DataFrame], DataFrame], output: str,
@@ -213,6 +215,7 @@ def run_chunks(ctx: "StageContext", plan: StagedPending, fn: Callable[[DataFrame
     def compute(chunk: Chunk) -> _Done:
         if failed.is_set():
             raise RuntimeError("an earlier chunk failed")
+        t0 = time.perf_counter()
         part = spark.read.schema(plan.schema).parquet(*chunk.files)
         # Building the plan pickles the stage's UDFs (cloudpickle walks sys.modules), which races
         # with another chunk thread's imports ("dictionary changed size during iteration"): plans
@@ -220,7 +223,9 @@ def run_chunks(ctx: "StageContext", plan: StagedPending, fn: Callable[[DataFrame
         with _PLAN_LOCK:
             out = fn(part)
         # Within a chunk, a key twice in fn's output is written once; chunks hold disjoint input rows.
+        t1 = time.perf_counter()
         staged = store.stage_append(output, out.dropDuplicates(list(output_keys)))
+        t2 = time.perf_counter()
         try:
             # Schema given: a chunk whose output is empty may leave no file to infer it from.
             written_df = spark.read.schema(out.schema).parquet(store.staged_location(output, staged))
@@ -228,13 +233,15 @@ def run_chunks(ctx: "StageContext", plan: StagedPending, fn: Callable[[DataFrame
         except BaseException:
             store.discard_staged(output, staged)
             raise
-        return _Done(chunk, staged, rows, by_status, sums)
+        return _Done(chunk, staged, rows, by_status, sums,
+                     {"plan": t1 - t0, "write": t2 - t1, "counts": time.perf_counter() - t2})
 
     def commit(d: _Done) -> None:
         nonlocal written
         if failed.is_set():  # an earlier commit failed: committing later chunks would skip it on resume
             store.discard_staged(output, d.staged)
             return
+        t0 = time.perf_counter()
         try:
             committed = store.commit_staged(output, d.staged, plan.app_id, d.chunk.index)
         except BaseException:
@@ -249,8 +256,9 @@ def run_chunks(ctx: "StageContext", plan: StagedPending, fn: Callable[[DataFrame
                 for c, v in d.sums.items():
                     ctx.count(c, v)
         log.log(logging.DEBUG if ctx.show_progress else logging.INFO,
-                "[%s] chunk %d/%d committed to %s (%d rows in, %d out)", ctx.stage, d.chunk.index + 1, n_chunks,
-                output, d.chunk.rows, d.rows if committed else 0)
+                "[%s] chunk %d/%d committed to %s (%d rows in, %d out; %s)", ctx.stage, d.chunk.index + 1, n_chunks,
+                output, d.chunk.rows, d.rows if committed else 0,
+                ", ".join(f"{k} {v:.2f}s" for k, v in {**d.seconds, "commit": time.perf_counter() - t0}.items()))
         advance(d.chunk.rows)
 
     computes: deque[Future] = deque()
