@@ -45,6 +45,7 @@ from typing import TYPE_CHECKING, Callable, Optional, Sequence
 from pyspark.sql import DataFrame
 from pyspark.sql import functions as F
 
+from jobs.common import logs
 from jobs.common.storage import delta_uri, spark_uri
 
 if TYPE_CHECKING:  # pragma: no cover
@@ -255,10 +256,10 @@ def run_chunks(ctx: "StageContext", plan: StagedPending, fn: Callable[[DataFrame
                         ctx.count(f"failed_{value}", n)
                 for c, v in d.sums.items():
                     ctx.count(c, v)
-        log.log(logging.DEBUG if ctx.show_progress else logging.INFO,
-                "[%s] chunk %d/%d committed to %s (%d rows in, %d out; %s)", ctx.stage, d.chunk.index + 1, n_chunks,
-                output, d.chunk.rows, d.rows if committed else 0,
-                ", ".join(f"{k} {v:.2f}s" for k, v in {**d.seconds, "commit": time.perf_counter() - t0}.items()))
+        log.info("[%s] chunk %d/%d committed to %s (%d rows in, %d out; %s)", ctx.stage, d.chunk.index + 1, n_chunks,
+                 output, d.chunk.rows, d.rows if committed else 0,
+                 ", ".join(f"{k} {v:.2f}s" for k, v in {**d.seconds, "commit": time.perf_counter() - t0}.items()),
+                 extra=logs.FILE_ONLY if ctx.show_progress else None)
         advance(d.chunk.rows)
 
     computes: deque[Future] = deque()

@@ -32,10 +32,18 @@ CHATTY = ("py4j", "pyspark", "vllm", "torch", "triton", "transformers", "urllib3
 JVM_CONSOLE_LINE = re.compile(r"\b(ERROR|FATAL|CRITICAL)\b|^Traceback |^\w+(Error|Exception): ")
 
 
+# ``log.info(..., extra=FILE_ONLY)``: a line for the log file, not the console (e.g. each
+# chunk's line while a progress bar shows the same progress).
+FILE_ONLY = {"console": False}
+
+
 class ConsoleFilter(logging.Filter):
-    """Ours at INFO and up, chatty libraries at ERROR and up, every other library at WARNING and up."""
+    """Ours at INFO and up, chatty libraries at ERROR and up, every other library at WARNING and
+    up; never a record marked ``FILE_ONLY``."""
 
     def filter(self, record: logging.LogRecord) -> bool:
+        if getattr(record, "console", True) is False:
+            return False
         top = record.name.split(".", 1)[0]
         if top in OURS:
             return record.levelno >= logging.INFO

@@ -21,7 +21,7 @@ from typing import Callable, Optional, Sequence
 from pyspark.sql import DataFrame, SparkSession
 from pyspark.sql import functions as F
 
-from jobs.common import attempts
+from jobs.common import attempts, logs
 from jobs.common.config import PipelineConfig
 from jobs.common.spark import get_spark, is_local
 from jobs.common.storage import TableStore
@@ -172,9 +172,8 @@ class StageContext:
             return 0
         in_flight = self.cfg.pipeline.chunks_in_flight or self._default_in_flight()
         # with a progress bar on the console these lines (and each chunk's) go to the log file only
-        log.log(logging.DEBUG if self.show_progress else logging.INFO,
-                "[%s] %d pending rows in %d chunk(s) of <= %d rows, %d in flight", self.stage, plan.total,
-                len(plan.chunks), chunk_rows, in_flight)
+        log.info("[%s] %d pending rows in %d chunk(s) of <= %d rows, %d in flight", self.stage, plan.total,
+                 len(plan.chunks), chunk_rows, in_flight, extra=logs.FILE_ONLY if self.show_progress else None)
         with _progress(self, plan.total, f"{self.stage} -> {output}") as advance:
             written = chunks.run_chunks(self, plan, fn, output, output_keys, status_col, sum_cols, in_flight, advance)
         # Only a finished call removes its staging: after a failure a re-run resumes from it.
