@@ -580,6 +580,11 @@ def _set_jaccard(sets: DocSets, pa_: np.ndarray, pb_: np.ndarray) -> np.ndarray:
     if len(ka) and len(kb):
         pos = np.minimum(np.searchsorted(kb, ka), len(kb) - 1)
         inter = np.bincount(pair_a[kb[pos] == ka], minlength=n)
+    return _jaccard(la, lb, inter)
+
+
+def _jaccard(la: np.ndarray, lb: np.ndarray, inter: np.ndarray) -> np.ndarray:
+    """|A & B| / |A | B| per pair from the set sizes and intersection sizes; 0 when a set is empty."""
     union = la + lb - inter
     with np.errstate(invalid="ignore", divide="ignore"):
         return np.where((la > 0) & (lb > 0), inter / np.maximum(union, 1), 0.0)
@@ -602,9 +607,7 @@ def _pair_jaccard(la: np.ndarray, va: np.ndarray, lb: np.ndarray, vb: np.ndarray
     h, pair = h[order], pair[order]
     dup = (h[1:] == h[:-1]) & (pair[1:] == pair[:-1])
     inter = np.bincount(pair[1:][dup], minlength=n)
-    union = la + lb - inter
-    with np.errstate(invalid="ignore", divide="ignore"):
-        return np.where((la > 0) & (lb > 0), inter / np.maximum(union, 1), 0.0)
+    return _jaccard(la, lb, inter)
 
 
 def _run_pairs(starts: np.ndarray, total: int, max_bucket_size: int) -> tuple[np.ndarray, np.ndarray]:

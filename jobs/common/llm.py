@@ -86,10 +86,15 @@ def local_threads(spark, engine: str, torch_threads: Optional[int]) -> Optional[
     return max(1, min(int(torch_threads or cores), cores))
 
 
-def _partitions(df: DataFrame, model: ModelConfig) -> int:
-    cores = df.sparkSession.sparkContext.defaultParallelism
-    threads = local_threads(df.sparkSession, model.engine, model.torch_threads)
+def worker_partitions(spark, threads: Optional[int]) -> int:
+    """Partitions for a model's tasks: cores / threads workers in local mode (``local_threads``),
+    one per core otherwise."""
+    cores = spark.sparkContext.defaultParallelism
     return max(1, cores // threads) if threads else max(1, cores)
+
+
+def _partitions(df: DataFrame, model: ModelConfig) -> int:
+    return worker_partitions(df.sparkSession, local_threads(df.sparkSession, model.engine, model.torch_threads))
 
 
 def engine_config(model: ModelConfig, cache_dir: Optional[str] = None, spark=None) -> dict:
