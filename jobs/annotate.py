@@ -10,7 +10,7 @@ import sys
 from pyspark.sql import DataFrame
 from pyspark.sql import functions as F
 
-from jobs.common.llm_stage import generate_rows, parsed, row_status, structured
+from jobs.common.llm_stage import generate_rows, row_status, structured
 from jobs.common.runner import StageContext
 
 NAME = "annotate"
@@ -38,8 +38,9 @@ def annotate_chunk(ctx: StageContext, docs: DataFrame) -> DataFrame:
     cfg = ctx.cfg.annotate
     rows = docs.select("doc_id", F.substring("text", 1, cfg.max_doc_chars).alias("text"))
     sampling = structured(cfg.sampling, "annotation", cfg.structured_output)
-    gen = generate_rows(ctx, rows, prompt=cfg.prompt, model_name=cfg.model, sampling=sampling, key_cols=KEY)
-    out = parsed(gen, "annotation").select(
+    gen = generate_rows(ctx, rows, prompt=cfg.prompt, model_name=cfg.model, sampling=sampling, key_cols=KEY,
+                        parser="annotation")
+    out = gen.select(
         "doc_id",
         row_status(F.col("p.status")).alias("status"),
         *[F.when(F.col("p.status") == "ok", F.col(f"p.{a}")).alias(a)

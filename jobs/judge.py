@@ -12,7 +12,7 @@ from pyspark.sql import DataFrame
 from pyspark.sql import functions as F
 
 from jobs.common.config import SamplingConfig
-from jobs.common.llm_stage import generate_rows, model_config, parsed, row_status, structured, usable_questions
+from jobs.common.llm_stage import generate_rows, model_config, row_status, structured, usable_questions
 from jobs.common.runner import StageContext
 
 NAME = "judge"
@@ -27,9 +27,9 @@ GEN_COLS = ["prompt_name", "prompt_hash", "prompt_tokens", "completion_tokens", 
 def quality_chunk(ctx: StageContext, qs: DataFrame) -> DataFrame:
     cfg = ctx.cfg.judge
     gen = generate_rows(ctx, qs.select("question_id", "question"), prompt=PROMPTS["quality"], model_name=cfg.model,
-                        sampling=structured(cfg.sampling, "quality", cfg.structured_output), key_cols=["question_id"])
-    p = parsed(gen, "quality")
-    return p.select(
+                        sampling=structured(cfg.sampling, "quality", cfg.structured_output), key_cols=["question_id"],
+                        parser="quality")
+    return gen.select(
         "question_id", F.lit("quality").alias("kind"), F.col("model").alias("judge_model"),
         F.lit("").alias("response_model"), F.lit(-1).alias("sample_idx"),
         row_status(F.col("p.status")).alias("status"),
@@ -39,20 +39,21 @@ def quality_chunk(ctx: StageContext, qs: DataFrame) -> DataFrame:
     )
 
 
-def _per_response(ctx: StageContext, pairs: DataFrame, prompt: str, sampling: SamplingConfig) -> DataFrame:
+def _per_response(ctx: StageContext, pairs: DataFrame, prompt: str, sampling: SamplingConfig,
+                  parser: str | None = None) -> DataFrame:
     # generate() adds its own sample_idx (always 0 here); carry the response's index under another name.
     rows = pairs.withColumnRenamed("sample_idx", "resp_idx").withColumnRenamed("model", "response_model")
     cols = ["question_id", "response_model", "resp_idx", "question", "response"]
     if "reference_answer" in rows.columns:
         cols.append("reference_answer")
     return generate_rows(ctx, rows.select(*cols), prompt=prompt, model_name=ctx.cfg.judge.model, sampling=sampling,
-                         key_cols=["question_id", "response_model", "resp_idx"])
+                         key_cols=["question_id", "response_model", "resp_idx"], parser=parser)
 
 
 def reference_chunk(ctx: StageContext, pairs: DataFrame) -> DataFrame:
     cfg = ctx.cfg.judge
-    gen = _per_response(ctx, pairs, PROMPTS["reference_agreement"], structured(cfg.sampling, "verdict", cfg.structured_output))
-    p = parsed(gen, "verdict")
+    p = _per_response(ctx, pairs, PROMPTS["reference_agreement"], structured(cfg.sampling, "verdict", cfg.structured_output),
+                      parser="verdict")
     return p.select(
         "question_id", F.lit("reference_agreement").alias("kind"), F.col("model").alias("judge_model"),
         "response_model", F.col("resp_idx").alias("sample_idx"),

@@ -24,7 +24,7 @@ from typing import Optional
 from pyspark.sql import Column, DataFrame
 from pyspark.sql import functions as F
 
-from jobs.common.llm_stage import generate_rows, model_config, parsed, structured
+from jobs.common.llm_stage import generate_rows, model_config, structured
 from jobs.common.runner import StageContext
 
 NAME = "score"
@@ -45,10 +45,11 @@ def _from_generate(gen: DataFrame) -> DataFrame:
     return gen.drop("model", "sample_idx").withColumnRenamed("s_model", "model").withColumnRenamed("s_idx", "sample_idx")
 
 
-def _judge(ctx: StageContext, rows: DataFrame, prompt: str, sampling, judge_name: str) -> DataFrame:
+def _judge(ctx: StageContext, rows: DataFrame, prompt: str, sampling, judge_name: str,
+           parser: Optional[str] = None) -> DataFrame:
     cols = GEN_KEY + [c for c in ("question", "response", "reference_answer") if c in _for_generate(rows).columns]
     return generate_rows(ctx, _for_generate(rows).select(*cols), prompt=prompt, model_name=judge_name,
-                         sampling=sampling, key_cols=GEN_KEY)
+                         sampling=sampling, key_cols=GEN_KEY, parser=parser)
 
 
 def self_scores(ctx: StageContext, ok: DataFrame, judge_name: str) -> DataFrame:
@@ -80,8 +81,8 @@ def reference_agreement(ctx: StageContext, ok: DataFrame, judge_name: str) -> Da
     long = with_ref.where(words > cfg.short_reference_words)
     jcfg = ctx.cfg.judge
     gen = _judge(ctx, long, PROMPTS["reference_agreement"], structured(jcfg.sampling, "verdict", jcfg.structured_output),
-                 judge_name)
-    p = _from_generate(parsed(gen, "verdict"))
+                 judge_name, parser="verdict")
+    p = _from_generate(gen)
     judged = F.when(F.col("error").isNotNull(), None).when(F.col("p.verdict") == "Yes", True) \
         .when(F.col("p.verdict") == "No", False)
     method = F.when(F.col("error").isNotNull(), "judge:llm_error").when(F.col("p.status") == "ok", "judge") \

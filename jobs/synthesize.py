@@ -7,7 +7,7 @@ import sys
 from pyspark.sql import DataFrame
 from pyspark.sql import functions as F
 
-from jobs.common.llm_stage import content_key_col, generate_rows, parsed, row_status, structured
+from jobs.common.llm_stage import content_key_col, generate_rows, row_status, structured
 from jobs.common.runner import StageContext
 
 NAME = "synthesize"
@@ -25,8 +25,8 @@ def synthesize_chunk(ctx: StageContext, docs: DataFrame) -> DataFrame:
     cfg = ctx.cfg.synthesize
     rows = docs.select("doc_id", F.substring("text", 1, cfg.max_doc_chars).alias("text"))
     sampling = structured(cfg.sampling, "question", cfg.structured_output)
-    gen = generate_rows(ctx, rows, prompt=cfg.prompt, model_name=cfg.model, sampling=sampling, key_cols=["doc_id"])
-    p = parsed(gen, "question")
+    p = generate_rows(ctx, rows, prompt=cfg.prompt, model_name=cfg.model, sampling=sampling, key_cols=["doc_id"],
+                      parser="question")
     return p.select(
         content_key_col(F.col("doc_id"), F.col("p.question")).alias("question_id"),
         "doc_id",

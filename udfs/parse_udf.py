@@ -26,21 +26,14 @@ def parse_series(texts: pd.Series, name: str) -> pd.DataFrame:
     return pd.DataFrame([{c: r.get(c) for c in cols} for r in rows], columns=cols, index=texts.index)
 
 
-def parse_udf(name: str):
-    """A pandas UDF ``text -> struct`` for the named parser."""
-    from pyspark.sql.functions import pandas_udf
-
-    _, ddl = PARSE_SPECS[name]
-
-    @pandas_udf(ddl)
-    def _parse(texts: pd.Series) -> pd.DataFrame:
-        out = parse_series(texts, name)
-        for c in ("completeness", "complexity", "correctness", "reasoning"):
-            if c in out:
-                out[c] = out[c].astype("Int64")
-        return out
-
-    return _parse
+def parse_frame(texts: pd.Series, name: str) -> pd.DataFrame:
+    """``parse_series`` with the integer fields as nullable integers (what Arrow needs for
+    an int column holding nulls)."""
+    out = parse_series(texts, name)
+    for c in ("completeness", "complexity", "correctness", "reasoning"):
+        if c in out:
+            out[c] = out[c].astype("Int64")
+    return out
 
 
 def selfscore_series(logprobs: pd.Series, floor: float) -> pd.DataFrame:

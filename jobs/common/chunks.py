@@ -223,19 +223,10 @@ def run_chunks(ctx: "StageContext", plan: StagedPending, fn: Callable[[DataFrame
         # are built one at a time; the jobs that run them still overlap.
         with _PLAN_LOCK:
             out = fn(part)
-        # Within a chunk, a key twice in fn's output is written once; chunks hold disjoint input rows.
         t1 = time.perf_counter()
-        staged = store.stage_append(output, out.dropDuplicates(list(output_keys)))
+        staged, rows, by_status, sums = _stage_chunk(store, output, out, output_keys, status_col, sum_cols)
         t2 = time.perf_counter()
-        try:
-            # Schema given: a chunk whose output is empty may leave no file to infer it from.
-            written_df = spark.read.schema(out.schema).parquet(store.staged_location(output, staged))
-            rows, by_status, sums = _chunk_counts(written_df, status_col, sum_cols)
-        except BaseException:
-            store.discard_staged(output, staged)
-            raise
-        return _Done(chunk, staged, rows, by_status, sums,
-                     {"plan": t1 - t0, "write": t2 - t1, "counts": time.perf_counter() - t2})
+        return _Done(chunk, staged, rows, by_status, sums, {"plan": t1 - t0, "write+counts": t2 - t1})
 
     def commit(d: _Done) -> None:
         nonlocal written
@@ -305,6 +296,56 @@ def _raise_failed_commit(commits: list) -> None:
     for f in commits:
         if f.done() and f.exception() is not None:
             raise f.exception()
+
+
+def _stage_chunk(store, output: str, out: DataFrame, output_keys: Sequence[str], status_col: Optional[str],
+                 sum_cols: Sequence[str]):
+    """Write one chunk's output uncommitted, a key written once; returns (staged, rows, rows per
+    status, column sums).
+
+    Chunks hold disjoint input rows, so only ``fn`` repeating a key within a chunk makes a
+    duplicate, which the stages do not. Where the backend reads staged files on the driver
+    (the bridge), the chunk is written as it comes and its counts and a key check come from
+    one read of a few columns (no second Spark job, no shuffle); a duplicated key, the rare
+    case, rewrites the staged files de-duplicated (without running ``fn`` again). Elsewhere
+    the write de-duplicates and one Spark aggregation of the written files gives the counts.
+    """
+    keys = list(output_keys)
+    cols = list(dict.fromkeys(keys + [c for c in [status_col, *sum_cols] if c and c in out.columns]))
+    if not store.reads_staged:
+        staged = store.stage_append(output, out.dropDuplicates(keys))
+        try:
+            # Schema given: a chunk whose output is empty may leave no file to infer it from.
+            written = out.sparkSession.read.schema(out.schema).parquet(store.staged_location(output, staged))
+            return (staged, *_chunk_counts(written, status_col, sum_cols))
+        except BaseException:
+            store.discard_staged(output, staged)
+            raise
+    staged = store.stage_append(output, out)
+    try:
+        table = store.read_staged(output, staged, cols)
+        if table.num_rows and table.group_by(keys).aggregate([([], "count_all")]).num_rows < table.num_rows:
+            first = staged
+            written = out.sparkSession.read.schema(out.schema).parquet(store.staged_location(output, first))
+            staged = store.stage_append(output, written.dropDuplicates(keys))
+            store.discard_staged(output, first)
+            table = store.read_staged(output, staged, cols)
+        return (staged, *_arrow_counts(table, status_col, sum_cols))
+    except BaseException:
+        store.discard_staged(output, staged)
+        raise
+
+
+def _arrow_counts(table, status_col: Optional[str], sum_cols: Sequence[str]) -> tuple[int, dict, dict]:
+    """``_chunk_counts`` over an Arrow table read on the driver."""
+    import pyarrow.compute as pc
+
+    sums = {c: int(pc.sum(table[c]).as_py() or 0) for c in sum_cols if c in table.column_names}
+    by_status: dict = {}
+    if status_col and status_col in table.column_names:
+        for r in table.group_by([status_col]).aggregate([([], "count_all")]).to_pylist():
+            by_status[r[status_col]] = r["count_all"]
+    return table.num_rows, by_status, sums
 
 
 def _chunk_counts(out: DataFrame, status_col: Optional[str], sum_cols: Sequence[str]) -> tuple[int, dict, dict]:

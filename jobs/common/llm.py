@@ -8,13 +8,13 @@ from typing import Optional, Sequence
 
 from pyspark.sql import Column, DataFrame
 from pyspark.sql import functions as F
-from pyspark.sql.types import StructType
+from pyspark.sql.types import StructField, StructType
 
 from jobs.common.config import ModelConfig, SamplingConfig
 from jobs.common.gpu import map_in_pandas
 from jobs.common.spark import is_local
 from udfs.llm.engines import POOL_ENV, config_hash
-from udfs.llm.generate import OUTPUT_FIELDS, generate_batches
+from udfs.llm.generate import OUTPUT_FIELDS, PARSED_PREFIX, generate_batches
 from udfs.llm.prompts import load_prompt
 
 MESSAGES_TYPE = "array<struct<role:string,content:string>>"
@@ -41,17 +41,23 @@ def _render_col(prompt_name: str, fields: list[str]) -> Column:
     return render(*[F.col(f) for f in fields])
 
 
+def _checked_prompt(df: DataFrame, prompt_name: str):
+    """The named prompt; a template field missing from ``df`` is an error here, before any task."""
+    prompt = load_prompt(prompt_name)
+    missing = sorted(f for f in prompt.fields if f not in df.columns)
+    if missing:
+        raise PromptFieldError(
+            f"prompt {prompt_name!r} needs column(s) {missing} that the input lacks; columns: {sorted(df.columns)}")
+    return prompt
+
+
 def with_prompt(df: DataFrame, prompt_name: str, out_col: str = "messages") -> DataFrame:
     """Add the rendered chat ``messages`` plus ``prompt_name`` and ``prompt_hash`` columns.
 
     A template field missing from ``df`` is an error here, before any task runs.
     """
-    prompt = load_prompt(prompt_name)
+    prompt = _checked_prompt(df, prompt_name)
     fields = sorted(prompt.fields)
-    missing = [f for f in fields if f not in df.columns]
-    if missing:
-        raise PromptFieldError(
-            f"prompt {prompt_name!r} needs column(s) {missing} that the input lacks; columns: {sorted(df.columns)}")
     return (df.withColumn(out_col, _render_col(prompt_name, fields))
             .withColumn("prompt_name", F.lit(prompt.name)).withColumn("prompt_hash", F.lit(prompt.sha)))
 
@@ -120,24 +126,48 @@ def generate(
     overrides_col: Optional[str] = None,
     cache_dir: Optional[str] = None,
     storage_options: Optional[dict] = None,
+    prompt: Optional[str] = None,
+    parser: Optional[str] = None,
 ) -> DataFrame:
     """keys (+ prompt_name/prompt_hash when present) + sample_idx, model, text, token counts,
-    finish_reason, first_token_logprobs, error: one row per (key, sample)."""
+    finish_reason, first_token_logprobs, error: one row per (key, sample).
+
+    With ``prompt`` (a prompt name) the conversations are rendered in the generation task from
+    ``df``'s columns (``with_prompt``'s result without its ``messages`` column crossing into
+    Python and back); with ``parser`` a ``p`` struct of the parser's fields is added, parsed in
+    the same task (``parsed``'s result). Either way the chunk's rows make one Python pass.
+    """
     if model.engine == "openai" and not model.base_url:
         # Checked here so the run stops before any task, not in every Python worker.
         raise ValueError(f"model {model.name!r}: the openai engine needs base_url (e.g. http://host:8000/v1)")
-    passthrough = [c for c in ("prompt_name", "prompt_hash") if c in df.columns]
-    cols = list(key_cols) + passthrough + [messages_col] + ([overrides_col] if overrides_col else [])
+    template = _checked_prompt(df, prompt) if prompt else None
+    passthrough = [c for c in ("prompt_name", "prompt_hash") if c in df.columns and not template]
+    inputs = sorted(template.fields) if template else [messages_col]
+    cols = list(dict.fromkeys(list(key_cols) + passthrough + inputs + ([overrides_col] if overrides_col else [])))
     model_cfg = engine_config(model, cache_dir, df.sparkSession)
     if storage_options:  # region/endpoint for a model staged from S3 (udfs.staging); never secrets
         model_cfg["storage_options"] = dict(storage_options)
     fn = functools.partial(
         generate_batches, model_cfg=model_cfg, sampling=sampling.model_dump(mode="json"), key_cols=list(key_cols),
-        messages_col=messages_col, overrides_col=overrides_col, passthrough=passthrough,
+        messages_col=messages_col, overrides_col=overrides_col, passthrough=passthrough, prompt=prompt, parser=parser,
     )
+    schema = output_schema(df, key_cols, passthrough)
+    if parser:
+        from udfs.parse_udf import PARSE_SPECS
+
+        parsed_fields = ddl_struct(PARSE_SPECS[parser][1]).fields
+        schema = StructType(list(schema.fields) + [StructField(PARSED_PREFIX + f.name, f.dataType) for f in parsed_fields])
     src = df.select(*cols).repartition(_partitions(df, model), *[F.col(k) for k in key_cols])
     with engine_worker_pool(df.sparkSession, config_hash(model_cfg)):
-        return map_in_pandas(src, fn, output_schema(df, key_cols, passthrough), model.gpus_per_task)
+        out = map_in_pandas(src, fn, schema, model.gpus_per_task)
+    gen_cols = [f.name for f in output_schema(df, key_cols, []).fields[len(key_cols):]]
+    select = [F.col(k) for k in key_cols] + [F.col(c) for c in passthrough]
+    if template:
+        select += [F.lit(template.name).alias("prompt_name"), F.lit(template.sha).alias("prompt_hash")]
+    select += [F.col(c) for c in gen_cols]
+    if parser:
+        select.append(F.struct(*[F.col(PARSED_PREFIX + f.name).alias(f.name) for f in parsed_fields]).alias("p"))
+    return out.select(*select)
 
 
 @contextlib.contextmanager

@@ -30,18 +30,22 @@ def generate_rows(
     model_name: str,
     sampling: SamplingConfig,
     key_cols: Sequence[str],
+    parser: Optional[str] = None,
 ) -> DataFrame:
-    """Render ``prompt`` from ``df``'s columns and generate; returns keys + sample_idx + generation columns."""
+    """Render ``prompt`` from ``df``'s columns and generate; returns keys + prompt_name/prompt_hash
+    + sample_idx + generation columns, and with ``parser`` the ``p`` struct of ``parsed``.
+    Rendering, generation and parsing run in one Python pass per task (``llm.generate``)."""
     from jobs.common import llm
 
-    with_msgs = llm.with_prompt(df, prompt)
     return llm.generate(
-        with_msgs,
+        df,
         key_cols=list(key_cols),
         model=model_config(ctx.cfg, model_name),
         sampling=sampling,
         cache_dir=ctx.cfg.llm.cache_dir,
         storage_options=ctx.cfg.storage.storage_options,
+        prompt=prompt,
+        parser=parser,
     )
 
 
@@ -66,13 +70,6 @@ def row_status(parsed_status: Optional[Column] = None) -> Column:
             .otherwise(F.lit("ok"))
         )
     return base.otherwise(parsed_status)
-
-
-def parsed(gen: DataFrame, parser: str) -> DataFrame:
-    """Add a ``p`` struct column with the parser's fields."""
-    from udfs.parse_udf import parse_udf
-
-    return gen.withColumn("p", parse_udf(parser)(F.col("text")))
 
 
 def content_key_col(*cols: Column) -> Column:

@@ -285,6 +285,12 @@ class DeltaBackend:
     def discard_staged(self, path: str, staged: "_Staged") -> None: ...
     def txn_version(self, path: str, app_id: str) -> Optional[int]: ...
 
+    reads_staged = False  # read_staged works (the driver reads staged files itself)
+
+    def read_staged(self, path: str, staged: "_Staged", columns: Sequence[str]) -> Optional[pa.Table]:
+        """``columns`` of staged files, read here on the driver; None when this backend cannot."""
+        return None
+
 
 def _check_schema(path: str, table_schema: "pa.Schema | list[tuple[str, str]]", new: list[tuple[str, str]]) -> None:
     old = dict(table_schema)
@@ -509,6 +515,7 @@ class BridgeDelta(DeltaBackend):
     """Spark writes Parquet, delta-rs commits. See module docstring."""
 
     name = "bridge"
+    reads_staged = True
 
     def __init__(self, spark: SparkSession, cfg: StorageConfig):
         super().__init__(spark, cfg)
@@ -714,6 +721,17 @@ class BridgeDelta(DeltaBackend):
     def discard_staged(self, path: str, staged: _Staged) -> None:
         self._discard(path, staged)
 
+    def read_staged(self, path: str, staged: _Staged, columns: Sequence[str]) -> Optional[pa.Table]:
+        # The footers were read at staging (staged.files): only the named column chunks are fetched.
+        fs, base = _filesystem(delta_uri(path), self._options())
+        parts = []
+        for action in staged.files:
+            with nrfs.access(f"{path}/{action.path}", "read staged columns", self._options()):
+                parts.append(pq.read_table(fs.open_input_file(f"{base}/{action.path}"), columns=list(columns)))
+        if not parts:
+            return staged.schema.empty_table().select(list(columns))
+        return pa.concat_tables(parts)
+
     def txn_version(self, path: str, app_id: str) -> Optional[int]:
         return self._table(path).transaction_version(app_id) if self.exists(path) else None
 
@@ -877,6 +895,15 @@ class TableStore:
 
     def discard_staged(self, name: str, staged: _Staged) -> None:
         self.backend.discard_staged(self.path(name), staged)
+
+    @property
+    def reads_staged(self) -> bool:
+        return self.backend.reads_staged
+
+    def read_staged(self, name: str, staged: _Staged, columns: Sequence[str]) -> Optional[pa.Table]:
+        """``columns`` of staged files as one Arrow table on the driver (a chunk's output is
+        small); None when the backend cannot, and Spark reads them instead."""
+        return self.backend.read_staged(self.path(name), staged, columns)
 
     def txn_version(self, name: str, app_id: str) -> Optional[int]:
         """The last transaction version ``app_id`` committed to ``name`` (None: none, or no table)."""

@@ -111,12 +111,20 @@ def generate_batches(
     messages_col: str = "messages",
     overrides_col: Optional[str] = None,
     passthrough: Sequence[str] = (),
+    prompt: Optional[str] = None,
+    parser: Optional[str] = None,
 ) -> Iterator[pd.DataFrame]:
+    """With ``prompt`` (a prompt name), the conversations are rendered here from the row's
+    fields instead of read from ``messages_col``; with ``parser``, every completion is parsed
+    here too, into ``PARSED_PREFIX`` columns. One Python pass per chunk instead of three
+    (render, generate, parse UDFs), each of which cost a round trip of the rows through Arrow."""
     from udfs.llm.engines import get_engine
     from udfs.llm.gpu import prepare_task_gpus
+    from udfs.llm.prompts import load_prompt
 
     label = model_cfg.get("label") or model_cfg.get("model")
     base = Sampling.from_dict(sampling)
+    template = load_prompt(prompt) if prompt else None
     engine = None
     cols = list(key_cols) + list(passthrough) + [f.strip().split(" ")[0] for f in OUTPUT_FIELDS.split(", ")]
     for pdf in _gathered(batches):
@@ -125,7 +133,7 @@ def generate_batches(
             # (a selection that kept nothing) must not load a model.
             engine = get_engine(prepare_task_gpus(model_cfg))
         records = pdf.to_dict("records")
-        convs = [_messages(r[messages_col]) for r in records]
+        convs = [template.render(r) if template else _messages(r[messages_col]) for r in records]
         samplings = [_sampling(base, r.get(overrides_col)) if overrides_col else base for r in records]
         order = length_order(convs)
         per_call = prompts_per_call(engine, model_cfg, len(records))
@@ -148,4 +156,16 @@ def generate_batches(
         out["sample_idx"] = out["sample_idx"].astype("int32")
         out["prompt_tokens"] = out["prompt_tokens"].astype("int32")
         out["completion_tokens"] = out["completion_tokens"].astype("int32")
+        if parser:
+            out = pd.concat([out, parsed_columns(out["text"], parser)], axis=1)
         yield out
+
+
+PARSED_PREFIX = "_p_"
+
+
+def parsed_columns(texts: pd.Series, parser: str) -> pd.DataFrame:
+    """The named parser's fields for each text, as ``PARSED_PREFIX``-named columns."""
+    from udfs.parse_udf import parse_frame
+
+    return parse_frame(texts, parser).add_prefix(PARSED_PREFIX)
