@@ -9,8 +9,8 @@ millions at most), so it is built on the driver and broadcast as a sorted array 
 hashes with their int keys; the key's (benchmark, benchmark item id) sits in a second small
 table joined after aggregation, so the broadcast carries 12 bytes a row whatever the ids look
 like. Executors normalize, tokenize and hash the items' n-grams a whole Arrow batch at a time
-(``udfs.ngrams.batch_grams``) and search the array; only the matches, with the text of the
-matched n-gram, come back to the JVM. Like ``nr dedup``, ``nr decontaminate`` runs small
+(``udfs.ngrams.batch_grams``) and search the array; only the matches, with the text of each
+item's first matched n-gram, come back to the JVM. Like ``nr dedup``, ``nr decontaminate`` runs small
 inputs in its own process, without starting Spark, with the same kernel (``--engine``).
 """
 from __future__ import annotations
@@ -21,7 +21,7 @@ import logging
 import sys
 import time
 from dataclasses import dataclass, field
-from typing import Optional
+from typing import Callable, Optional
 
 import yaml
 from pyspark.sql import DataFrame, SparkSession
@@ -54,12 +54,19 @@ def _contamination_schema():
 class BenchmarkIndex:
     """The broadcast side: n-gram hashes of every checked benchmark, and what was checked."""
 
-    ngrams: DataFrame  # _ngram_hash long, _bench_key int
+    make_ngrams: Optional[Callable[[], DataFrame]]  # makes ``ngrams`` when first asked for
     items: DataFrame  # _bench_key int, benchmark string, benchmark_item_id string
     ngram_counts: dict[str, int] = field(default_factory=dict)  # distinct n-grams per checked benchmark
     item_counts: dict[str, int] = field(default_factory=dict)
     skipped: list[str] = field(default_factory=list)  # optional benchmarks whose files were missing
     lookup: tuple = ()  # (gram hashes sorted, int64; their _bench_key, int32): what the kernel searches
+
+    @functools.cached_property
+    def ngrams(self) -> Optional[DataFrame]:
+        """_ngram_hash long, _bench_key int: the index as a table. The kernel searches ``lookup``
+        instead, so it is made only when asked for: shipping its half a million rows to the JVM
+        took about a second of every run."""
+        return self.make_ngrams() if self.make_ngrams else None
 
     @property
     def checked(self) -> list[str]:
@@ -81,8 +88,9 @@ def build_benchmark_index(spark: SparkSession, benchmarks: Optional[list], bench
     """
     tables, fields = _assemble(benchmarks, benchmarks_dir, n, index, options)
     return BenchmarkIndex(
-        ngrams=spark.createDataFrame(tables.ngrams.rename(columns={"ngram_hash": "_ngram_hash", "item": "_bench_key"}),
-                                     benchmark_index.NGRAM_SCHEMA),
+        make_ngrams=lambda: spark.createDataFrame(
+            tables.ngrams.rename(columns={"ngram_hash": "_ngram_hash", "item": "_bench_key"}),
+            benchmark_index.NGRAM_SCHEMA),
         items=spark.createDataFrame(tables.items[["item", "benchmark", "benchmark_item_id"]]
                                     .rename(columns={"item": "_bench_key"}), benchmark_index.ITEM_SCHEMA),
         **fields,
@@ -118,15 +126,24 @@ def find_contamination(items: DataFrame, id_col: str, text_cols: list[str], benc
     One pass over the items: ``udfs.ngrams.contamination_batches`` normalizes, tokenizes and
     hashes each Arrow batch in numpy and looks its grams up in the index (the sorted hash
     array, a Spark broadcast), so only the matched grams, with their text, leave Python;
-    those few rows are grouped into the table.
+    those few rows are grouped into the table. The items are not repartitioned: the kernel
+    is cheap enough that a task reading a large split keeps its Python worker busy while the
+    JVM reads, and a shuffle of every text would cost more than it spreads.
+
+    The grouping is two aggregations after one shuffle by item: one row per distinct matched
+    gram (its first position), then per benchmark item their count and the first of them --
+    what ``countDistinct`` and ``min`` give, without the second shuffle and sort-based
+    partial aggregation Spark plans for a distinct aggregate.
     """
     src = items.select(F.col(id_col).cast("string").alias("item_id"), *[F.col(c).cast("string") for c in text_cols])
     index = items.sparkSession.sparkContext.broadcast(bench.lookup)
     fn = functools.partial(ngrams.contamination_batches, index=index, n=n, text_cols=text_cols, tokenize=tokenize)
-    return (src.mapInArrow(fn, HITS_SCHEMA)
-            .groupBy("item_id", "_bench_key")
-            .agg(F.countDistinct("_ngram_hash").alias("match_count"),
-                 F.min(F.struct("_ngram_pos", "_ngram_hash", "matched_ngram")).alias("_first"))
+    per_gram = (src.mapInArrow(fn, HITS_SCHEMA).repartition("item_id")
+                .groupBy("item_id", "_bench_key", "_ngram_hash")
+                .agg(F.min(F.struct("_ngram_pos", "matched_ngram")).alias("_gram")))
+    return (per_gram.groupBy("item_id", "_bench_key")
+            .agg(F.count(F.lit(1)).alias("match_count"),
+                 F.min(F.struct("_gram._ngram_pos", "_ngram_hash", "_gram.matched_ngram")).alias("_first"))
             .where(F.col("match_count") >= min_matches)
             .join(F.broadcast(bench.items), "_bench_key")
             .select("item_id", "benchmark", "benchmark_item_id", F.col("_first.matched_ngram").alias("matched_ngram"),
@@ -173,11 +190,13 @@ def drop_contaminated(df: DataFrame, contamination: DataFrame, id_col: str) -> D
     return df.join(contamination.select(F.col("item_id").alias(id_col)).distinct(), id_col, "left_anti")
 
 
-def contaminated_per_benchmark(contamination: DataFrame, bench: BenchmarkIndex) -> dict[str, int]:
-    """Distinct contaminated items per checked benchmark (0 included)."""
-    got = {r["benchmark"]: r["n"] for r in
-           contamination.groupBy("benchmark").agg(F.countDistinct("item_id").alias("n")).collect()}
-    return {b: int(got.get(b, 0)) for b in bench.checked}
+def contaminated_counts(contamination: DataFrame, bench: BenchmarkIndex) -> tuple[int, dict[str, int]]:
+    """Distinct contaminated items in all, and per checked benchmark (0 included), in one Spark
+    job: the rollup's grand-total row is the first count."""
+    rows = (contamination.rollup("benchmark")
+            .agg(F.countDistinct("item_id").alias("n"), F.grouping("benchmark").alias("all")).collect())
+    got = {r["benchmark"]: int(r["n"]) for r in rows if not r["all"]}
+    return next((int(r["n"]) for r in rows if r["all"]), 0), {b: got.get(b, 0) for b in bench.checked}
 
 
 def report_lines(total: int, flagged: int, per: dict[str, int], bench: BenchmarkIndex) -> list[str]:
@@ -205,14 +224,13 @@ def run(ctx: StageContext) -> None:
     items = ctx.store.read("questions").where(F.col("status") == "ok")
     total = items.count()
     ctx.count("in", total)
-    # persist justification: the table is written, then counted twice for the report.
+    # persist justification: the table is written, then counted for the report.
     cont = find_contamination(items, "question_id", cfg.text_cols, bench, cfg.ngram, cfg.min_matches,
                               cfg.tokenize).persist()
     ctx.store.overwrite("contamination", cont)
-    flagged = cont.select("item_id").distinct().count()
+    flagged, per = contaminated_counts(cont, bench)
     ctx.count("dropped_contaminated", flagged)
     ctx.count("out", total - flagged)
-    per = contaminated_per_benchmark(cont, bench)
     for name, k in per.items():
         ctx.count(f"contaminated_{name}", k)
         ctx.metrics[f"contaminated_pct_{name}"] = 100.0 * k / total if total else 0.0
@@ -292,7 +310,7 @@ def cli_main(argv: Optional[list[str]] = None) -> int:
             table = input_in_process(args, [args.id_col, *args.text_col])
             tables, fields = _assemble(dcfg.benchmarks, bdir, args.ngram, index_path(index, "."),
                                        dict(storage.storage_options))
-            bench = BenchmarkIndex(ngrams=None, items=None, **fields)  # type: ignore[arg-type]
+            bench = BenchmarkIndex(make_ngrams=None, items=None, **fields)  # type: ignore[arg-type]
             cont = find_contamination_in_process(table, args.id_col, args.text_col, bench, tables.items, args.ngram,
                                                  dcfg.min_matches, dcfg.tokenize)
             write_in_process(cont, f"{out}/contamination")
@@ -327,9 +345,8 @@ def cli_main(argv: Optional[list[str]] = None) -> int:
     write_parquet(spark, cont, f"{out}/contamination", storage)
     written = read_files(spark, f"{out}/contamination", "parquet", storage)
     total = df.count()
-    flagged = written.select("item_id").distinct().count()
-    _print_report(bench, total, flagged, contaminated_per_benchmark(written, bench), dcfg, args.ngram, out,
-                  time.monotonic() - t0, "Spark")
+    flagged, per = contaminated_counts(written, bench)
+    _print_report(bench, total, flagged, per, dcfg, args.ngram, out, time.monotonic() - t0, "Spark")
     return 0
 
 

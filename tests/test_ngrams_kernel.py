@@ -24,12 +24,12 @@ def reference(texts, n, tokenize):
 
 
 def kernel(arr, n, tokenize, max_grams=1 << 20):
-    spans, kept, chunks = ngrams.batch_grams(arr, n, tokenize, max_grams)
+    spans, chunks = ngrams.batch_grams(arr, n, tokenize, max_grams)
     out, sizes = set(), []
     for ch in chunks:
         sizes.append(len(ch.hash))
         for t, h, f, w in zip(ch.text, ch.hash, ch.first, ch.width):
-            out.add((int(t), int(h), ngrams.gram_text(spans, kept, int(f), int(w))))
+            out.add((int(t), int(h), ngrams.gram_text(spans, int(f), int(w))))
     return out, sizes
 
 
@@ -93,9 +93,23 @@ def test_match_batch_finds_exactly_the_indexed_grams(tokenize):
         mine = {ngrams.gram_hash(g) for g in ngrams.ngrams(t, 13, tokenize)}
         want |= {(r, k) for hh, k in zip(hashes, keys) if hh in mine}
     assert got == want and (0, 7) in got and (2, 9) in got
-    for r, hh, p, g in zip(row, h, pos, grams):
+    for r, hh, p, g in zip(row, h, pos, grams.to_pylist()):
         gram = ngrams.gram_at(items[r], int(p), 13) if tokenize == ngrams.NORMALIZE_FIRST else g
         assert g == gram and ngrams.gram_hash(g if len(ngrams.tokens(items[r])) >= 13 else ngrams.WHOLE + g) == hh
+
+
+def test_contamination_batches_keep_the_text_of_each_first_match_only():
+    text = "the quick brown fox jumps over the lazy dog while the cat sleeps on the warm mat"
+    grams = ngrams.first_positions(text, 13)
+    index_hash = np.sort(np.array([ngrams.gram_hash(g) for g in grams], dtype=np.int64))
+    index = (index_hash, np.zeros(len(index_hash), dtype=np.int32))
+    items = pa.record_batch({"item_id": ["a", "b", "c"], "q": ["nothing here", "x " + text, text + " y"]})
+    none = pa.record_batch({"item_id": ["d"], "q": ["no match at all"]})
+    out = pa.Table.from_batches(list(ngrams.contamination_batches([none, items], index=index, n=13, text_cols=["q"])))
+    got = sorted(zip(*(out.column(c).to_pylist() for c in ("item_id", "_ngram_pos", "matched_ngram"))))
+    first = {(i, p): g for i, p, g in got if g}
+    assert first == {("b", 1): " ".join(text.split()[:13]), ("c", 0): " ".join(text.split()[:13])}
+    assert len(got) == 2 * len(index_hash)
 
 
 @settings(max_examples=100, deadline=None)

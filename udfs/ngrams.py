@@ -46,6 +46,7 @@ matches per run, and the recorded ``matched_ngram`` lets a person check any matc
 """
 from __future__ import annotations
 
+import functools
 import string
 from dataclasses import dataclass
 from typing import Iterable, Iterator, Optional
@@ -205,7 +206,7 @@ def hash_grams(grams: Iterable[str]) -> np.ndarray:
         arr = pa.array([g[len(WHOLE):] if w else g for g, w in zip(grams, whole)], pa.string())
     except (pa.ArrowException, UnicodeEncodeError):  # a lone surrogate: no UTF-8 for Arrow
         return np.fromiter(map(gram_hash, grams), dtype=np.int64, count=len(grams))
-    spans = token_spans(arr)
+    spans = token_spans(arr, gaps=False)
     th = xxh64_windows(spans.buf, spans.start, spans.end - spans.start)
     count = np.bincount(spans.text, minlength=len(grams))
     first = np.cumsum(count) - count
@@ -228,7 +229,6 @@ _FOLD = _U(0x9E3779B97F4A7C15)  # odd, so the fold h * B + t loses nothing
 _XXH_INIT = tuple(_U(x & ((1 << 64) - 1)) for x in (int(_P1) + int(_P2), int(_P2), 0, -int(_P1)))
 _WHOLE_TOKEN = _U(_h64(WHOLE.encode()))
 _SPACE = 0x20
-_WHITESPACE = "".join(c for c in map(chr, range(0x110000)) if c.isspace())  # what str.split() splits on
 
 
 def _rotl(x: np.ndarray, r: int) -> np.ndarray:
@@ -260,11 +260,21 @@ def xxh64_windows(buf: np.ndarray, starts: np.ndarray, lengths: np.ndarray) -> n
     cls = np.where(short, lengths, 32).astype(np.uint8)
     order = np.argsort(cls, kind="stable")
     bounds = np.searchsorted(cls[order], np.arange(34))
+    one, two, three = _short_tables()
+    u16 = np.ndarray((len(pad) - 1,), dtype="<u2", buffer=pad, offset=0, strides=(1,))
     for length in range(32):
         sel = order[bounds[length]:bounds[length + 1]]
         if len(sel) == 0:
             continue
         p = starts[sel]
+        if 1 <= length <= 3:  # two fifths of all tokens: a table holds the hash, or the state after 2 bytes
+            if length == 1:
+                out[sel] = one[pad[p]]
+            elif length == 2:
+                out[sel] = two[u16[p]]
+            else:
+                out[sel] = _avalanche(_byte_step(three[u16[p]], pad[p + 2]))
+            continue
         h = np.full(len(sel), _P5 + _U(length), dtype=np.uint64)
         for j in range(length >> 3):
             h = _rotl(h ^ _xxh_round(np.zeros(len(sel), dtype=np.uint64), u64[p + 8 * j]), 27) * _P1 + _P4
@@ -273,12 +283,30 @@ def xxh64_windows(buf: np.ndarray, starts: np.ndarray, lengths: np.ndarray) -> n
             h = _rotl(h ^ (u32[p + off].astype(np.uint64) * _P1), 23) * _P2 + _P3
             off += 4
         for j in range(length & 3):
-            h = _rotl(h ^ (pad[p + off + j].astype(np.uint64) * _P5), 11) * _P1
+            h = _byte_step(h, pad[p + off + j])
         out[sel] = _avalanche(h)
     long_ = order[bounds[32]:]
     if len(long_):
         out[long_] = _xxh64_general(pad, u64, u32, starts[long_], lengths[long_])
     return out
+
+
+def _byte_step(h: np.ndarray, byte: np.ndarray) -> np.ndarray:
+    """xxh64's step for one of the last (length % 4) bytes."""
+    return _rotl(h ^ (byte.astype(np.uint64) * _P5), 11) * _P1
+
+
+@functools.lru_cache(maxsize=None)
+def _short_tables() -> tuple:
+    """xxh64 of every 1-byte and every 2-byte string, and xxh64's state after the first two
+    bytes of a 3-byte string (indexed by the little-endian 16-bit value of the two bytes):
+    2 KB and 1 MB, made once per process."""
+    v = np.arange(1 << 16, dtype=np.uint64)
+    lo, hi = v & _U(0xFF), v >> _U(8)
+    one = _avalanche(_byte_step(np.full(256, _P5 + _U(1), dtype=np.uint64), v[:256]))
+    two = _avalanche(_byte_step(_byte_step(np.full(len(v), _P5 + _U(2), dtype=np.uint64), lo), hi))
+    three = _byte_step(_byte_step(np.full(len(v), _P5 + _U(3), dtype=np.uint64), lo), hi)
+    return one, two, three
 
 
 def _avalanche(h: np.ndarray) -> np.ndarray:
@@ -359,24 +387,26 @@ def fold_windows(token_hash: np.ndarray, first: np.ndarray, width, lead: Optiona
 
 @dataclass
 class TokenSpans:
-    """Every raw (whitespace-separated) token of a batch of texts, normalized, as byte spans of
-    ``buf``; a token that was only ASCII punctuation is empty (``start == end``), which is
-    what ``raw_tokens`` gives as ""."""
+    """The tokens of a batch of texts -- ``tokens(text)`` of every text, in order -- as byte
+    spans of ``buf``, with the one thing ``split_first`` needs of the raw tokens: ``gap`` marks
+    a token that follows a punctuation-only raw token of its text (a "" of ``raw_tokens``)."""
 
-    buf: np.ndarray  # uint8: the normalized texts, concatenated
+    buf: np.ndarray  # uint8: the texts lower-cased, ASCII punctuation deleted, concatenated
     text: np.ndarray  # int64 per token: the index of its text in the batch
     start: np.ndarray  # int64 byte offsets in buf
     end: np.ndarray
-    raw: np.ndarray  # int64: the token's index among its text's raw tokens
+    gap: Optional[np.ndarray]  # bool per token; None when not asked for
 
 
-def token_spans(texts) -> TokenSpans:
+def token_spans(texts, gaps: bool = True) -> TokenSpans:
     """Normalize and split a batch of texts over its UTF-8 bytes: ASCII lower-case (Arrow),
-    then in numpy: raw tokens are the runs of bytes that are not whitespace (the ASCII
-    whitespace bytes and the bytes of the multi-byte whitespace characters of
-    ``str.split``), and ASCII punctuation bytes are deleted (no byte of a multi-byte
-    character is ASCII, so this is exactly ``normalize`` per character). A null text has no
-    token."""
+    then in numpy the ASCII punctuation bytes deleted (no byte of a multi-byte character is
+    ASCII, so this is exactly ``normalize`` per character) and the tokens found as the runs of
+    bytes that are not whitespace (the ASCII whitespace bytes and the bytes of the multi-byte
+    whitespace characters of ``str.split``). Punctuation goes first because it never touches
+    whitespace: a raw token that keeps a byte is one token of the normalized text, one that
+    keeps none leaves only a ``gap`` (found when ``gaps``, for ``split_first``). A null text
+    has no token."""
     import pyarrow as pa
     import pyarrow.compute as pc
 
@@ -384,45 +414,80 @@ def token_spans(texts) -> TokenSpans:
     if isinstance(s, pa.ChunkedArray):
         s = s.combine_chunks()
     n = len(s)
-    offsets = np.frombuffer(s.buffers()[1], dtype=np.int64)[s.offset: s.offset + n + 1]
-    lo, hi = (int(offsets[0]), int(offsets[-1])) if n else (0, 0)
+    raw_offsets = np.frombuffer(s.buffers()[1], dtype=np.int64)[s.offset: s.offset + n + 1]
+    lo, hi = (int(raw_offsets[0]), int(raw_offsets[-1])) if n else (0, 0)
     data = s.buffers()[2]
     raw_buf = (np.frombuffer(data, dtype=np.uint8)[lo:hi] if data is not None and hi > lo
                else np.zeros(0, dtype=np.uint8))
-    offsets = offsets - lo
-    word = _IS_WORD[raw_buf]
-    _mark_wide_whitespace(raw_buf, word)
-    # a token starts at a word byte that begins its text or follows a non-word byte, and ends likewise
-    prev = np.zeros(len(word), dtype=bool)
-    prev[1:] = word[:-1]
-    prev[offsets[:-1][offsets[:-1] < len(word)]] = False
-    nxt = np.zeros(len(word), dtype=bool)
-    nxt[:-1] = word[1:]
-    nxt[offsets[1:][offsets[1:] > 0] - 1] = False
-    start = np.flatnonzero(word & ~prev)
-    end = np.flatnonzero(word & ~nxt) + 1
-    # (searchsorted with the few needles into the many: texts into tokens, punctuation into tokens)
-    counts = np.diff(np.searchsorted(start, offsets))
-    text = np.repeat(np.arange(n, dtype=np.int64), counts)
-    raw = np.arange(len(text), dtype=np.int64) - np.repeat(np.cumsum(counts) - counts, counts)
-    punct = np.flatnonzero(_IS_PUNCT[raw_buf])
-    if len(punct) == 0:
-        return TokenSpans(raw_buf, text, start, end, raw)
-    # byte p of the batch is byte p - (punctuation bytes before p) of the punctuation-free buffer
-    before_start = np.cumsum(np.bincount(np.searchsorted(start, punct, side="right"), minlength=len(start) + 1))
-    before_end = np.cumsum(np.bincount(np.searchsorted(end, punct, side="right"), minlength=len(end) + 1))
-    return TokenSpans(np.delete(raw_buf, punct), text, start - before_start[:len(start)],
-                      end - before_end[:len(end)], raw)
+    raw_offsets = raw_offsets - lo
+    punct = np.flatnonzero(_punctuation(raw_buf))
+    buf = np.delete(raw_buf, punct) if len(punct) else raw_buf
+    punct_before = np.searchsorted(punct, raw_offsets)  # (the few needles into the many)
+    offsets = raw_offsets - punct_before
+    space = _whitespace(buf)
+    # Tokens are the runs of non-whitespace bytes within a text: their edges are where the
+    # whitespace flag changes (with whitespace assumed around the batch), a start then an end,
+    # plus, where two texts meet inside a run, an end and a start at that offset.
+    flag = np.ones(len(buf) + 2, dtype=bool)
+    flag[1:-1] = space
+    edges = np.flatnonzero(flag[1:] != flag[:-1])
+    inner = np.unique(offsets[(offsets > 0) & (offsets < len(buf))])  # (an empty text repeats an offset)
+    cut = inner[~space[inner - 1] & ~space[inner]]
+    if len(cut):
+        edges = np.insert(edges, np.repeat(np.searchsorted(edges, cut), 2), np.repeat(cut, 2))
+    start, end = edges[0::2], edges[1::2]
+    # (searchsorted with the few needles into the many: texts into tokens)
+    text = np.repeat(np.arange(n, dtype=np.int64), np.diff(np.searchsorted(start, offsets)))
+    return TokenSpans(buf, text, start, end, _gaps(punct, punct_before, offsets, space, start, text) if gaps else None)
 
 
-def _mark_wide_whitespace(buf: np.ndarray, word: np.ndarray) -> None:
-    """Clear ``word`` over every byte of a multi-byte whitespace character (U+0085, U+00A0,
-    U+1680, U+2000-U+200A, U+2028, U+2029, U+202F, U+205F, U+3000): as if it were a space."""
-    lead = np.flatnonzero((buf == 0xC2) | ((buf >= 0xE1) & (buf <= 0xE3)))
+def _gaps(punct: np.ndarray, punct_before: np.ndarray, offsets: np.ndarray, space: np.ndarray, start: np.ndarray,
+          text: np.ndarray) -> np.ndarray:
+    """``TokenSpans.gap``: a run of punctuation bytes of one text that was a whole raw token
+    (whitespace or its text's edge on both sides) marks the next token of that text. Over the
+    punctuation bytes only, a few per cent of the batch."""
+    gap = np.zeros(len(start), dtype=bool)
+    if len(punct) == 0 or len(start) == 0:
+        return gap
+    p_text = np.repeat(np.arange(len(offsets) - 1, dtype=np.int64), np.diff(punct_before))
+    new = np.ones(len(punct), dtype=bool)
+    new[1:] = (np.diff(punct) != 1) | (p_text[1:] != p_text[:-1])
+    first = np.flatnonzero(new)
+    t = p_text[first]
+    at = punct[first] - first  # in buf, where the run was: the byte after it, or its text's end
+    last = len(space) - 1
+    alone = (((at == offsets[t]) | space[np.clip(at - 1, 0, last)])
+             & ((at == offsets[t + 1]) | space[np.minimum(at, last)]))
+    at, t = at[alone], t[alone]
+    k = np.searchsorted(start, at)  # the next token, if it is of the same text
+    ok = k < len(start)
+    k, t = k[ok], t[ok]
+    gap[k[text[k] == t]] = True
+    return gap
+
+
+def _punctuation(buf: np.ndarray) -> np.ndarray:
+    """The ASCII punctuation bytes of lower-cased text (``string.punctuation``: 0x21-0x2F,
+    0x3A-0x40, 0x5B-0x60, 0x7B-0x7E; with no upper-case letter left the middle two ranges are
+    one), by range compares: a 256-entry table lookup costs several times more per byte."""
+    u8 = np.uint8
+    return (((buf - u8(0x21)) < u8(15)) | ((buf - u8(0x3A)) < u8(0x61 - 0x3A))
+            | ((buf - u8(0x7B)) < u8(4)))
+
+
+def _whitespace(buf: np.ndarray) -> np.ndarray:
+    """The bytes ``str.split`` splits on: ASCII 0x09-0x0D and 0x1C-0x20, and every byte of a
+    multi-byte whitespace character (U+0085, U+00A0, U+1680, U+2000-U+200A, U+2028, U+2029,
+    U+202F, U+205F, U+3000)."""
+    u8 = np.uint8
+    space = ((buf - u8(0x09)) < u8(5)) | ((buf - u8(0x1C)) < u8(5))
+    lead = np.flatnonzero(buf >= u8(0xC2))  # the lead bytes of non-ASCII characters, then the few candidates
+    b0 = buf[lead]
+    lead = lead[(b0 == 0xC2) | ((b0 >= 0xE1) & (b0 <= 0xE3))]
     if len(lead) == 0:
-        return
-    pad = np.concatenate([buf, np.zeros(2, dtype=np.uint8)])
-    b0, b1, b2 = pad[lead], pad[lead + 1], pad[lead + 2]
+        return space
+    last = len(buf) - 1  # (valid UTF-8: a three-byte lead has its two bytes, a two-byte one reads b2 unused)
+    b0, b1, b2 = buf[lead], buf[np.minimum(lead + 1, last)], buf[np.minimum(lead + 2, last)]
     two = (b0 == 0xC2) & ((b1 == 0x85) | (b1 == 0xA0))
     three = (((b0 == 0xE1) & (b1 == 0x9A) & (b2 == 0x80))
              | ((b0 == 0xE2) & (b1 == 0x80) & (((b2 >= 0x80) & (b2 <= 0x8A)) | (b2 == 0xA8) | (b2 == 0xA9)
@@ -430,19 +495,10 @@ def _mark_wide_whitespace(buf: np.ndarray, word: np.ndarray) -> None:
              | ((b0 == 0xE2) & (b1 == 0x81) & (b2 == 0x9F))
              | ((b0 == 0xE3) & (b1 == 0x80) & (b2 == 0x80)))
     for k in range(3):
-        at = lead[two] + k if k < 2 else np.zeros(0, dtype=np.int64)
-        word[at] = False
-        word[lead[three] + k] = False
-
-
-def _byte_table(chars: str) -> np.ndarray:
-    t = np.zeros(256, dtype=bool)
-    t[[ord(c) for c in chars]] = True
-    return t
-
-
-_IS_WORD = ~_byte_table("".join(c for c in _WHITESPACE if ord(c) < 128))
-_IS_PUNCT = _byte_table(string.punctuation)
+        if k < 2:
+            space[lead[two] + k] = True
+        space[lead[three] + k] = True
+    return space
 
 
 class _PrefixFold:
@@ -452,56 +508,61 @@ class _PrefixFold:
     the same value the fold computes step by step."""
 
     _INV = _U(pow(int(_FOLD), -1, 1 << 64))
+    _CACHED = 1 << 20  # powers kept per process (16 MB): every batch of questions needs the same ones
+    _powers = (np.ones(1, dtype=np.uint64), np.ones(1, dtype=np.uint64))  # B^k, B^-k
 
     def __init__(self, token_hash: np.ndarray):
         m = len(token_hash)
-        self.pw = np.cumprod(np.concatenate(([_U(1)], np.full(m, _FOLD, dtype=np.uint64))), dtype=np.uint64)
-        inv = np.cumprod(np.concatenate(([_U(1)], np.full(max(m - 1, 0), self._INV, dtype=np.uint64))),
-                         dtype=np.uint64)
-        self.s = np.concatenate(([_U(0)], np.cumsum(token_hash * inv[:m], dtype=np.uint64)))
+        self.pw, inv = self._powers
+        if len(self.pw) <= m:
+            k = np.arange(max(m + 1, min(2 * len(self.pw), self._CACHED)), dtype=np.uint64)
+            self.pw = np.cumprod(np.where(k > 0, _FOLD, _U(1)), dtype=np.uint64)
+            inv = np.cumprod(np.where(k > 0, self._INV, _U(1)), dtype=np.uint64)
+            if len(k) <= self._CACHED:
+                type(self)._powers = (self.pw, inv)
+        self.s = np.zeros(m + 1, dtype=np.uint64)
+        np.multiply(token_hash, inv[:m], out=self.s[1:])
+        np.cumsum(self.s[1:], out=self.s[1:])
 
-    def windows(self, first: np.ndarray, width: np.ndarray, lead: Optional[np.ndarray] = None) -> np.ndarray:
+    def windows(self, first: np.ndarray, width, lead: Optional[np.ndarray] = None) -> np.ndarray:
         last = first + width
-        h = self.pw[last - 1] * (self.s[last] - self.s[first])
+        h = self.pw[last - 1]
+        h *= self.s[last] - self.s[first]
         if lead is not None:
-            h = h + lead * self.pw[width]  # B^w: powers depend only on the exponent
+            h += lead * self.pw[width]  # B^w: powers depend only on the exponent
         return _fmix64(h).view(np.int64)
 
 
 @dataclass
 class GramChunk:
-    """Some of a batch's grams: their text, position (index of the first kept token among its
-    text's kept tokens), hash, and the kept-token range they cover."""
+    """Some of a batch's grams: their text, position (index of the first token among its
+    text's tokens), hash, and the token range they cover."""
 
     text: np.ndarray
     pos: np.ndarray
     hash: np.ndarray  # int64, as gram_hash
-    first: np.ndarray  # index into the kept tokens
+    first: np.ndarray  # index into the batch's tokens (TokenSpans)
     width: np.ndarray
 
 
 def batch_grams(texts, n: int = 13, tokenize: str = NORMALIZE_FIRST, max_grams: int = 1 << 20):
-    """``(spans, kept, chunks)``: the grams of every text of an Arrow batch -- what
+    """``(spans, chunks)``: the grams of every text of an Arrow batch -- what
     ``positioned_ngrams`` gives text by text, hashed as ``gram_hash`` -- in chunks of at most
     ``max_grams``, so a 200,000-character text is hashed a bounded slice at a time.
 
     Token hashes are xxh64 over byte windows (``xxh64_windows``) and grams fold them
-    (``fold_windows``): no Python object per token or per gram.
+    (``_PrefixFold``): no Python object per token or per gram.
     """
     if tokenize not in TOKENIZATIONS:
         raise ValueError(f"tokenize must be one of {TOKENIZATIONS}, not {tokenize!r}")
-    spans = token_spans(texts)
-    kept = np.flatnonzero(spans.end > spans.start)
-    k_text = spans.text[kept]
-    th = xxh64_windows(spans.buf, spans.start[kept], spans.end[kept] - spans.start[kept])
-    n_texts = len(texts)
-    count = np.bincount(k_text, minlength=n_texts)
+    spans = token_spans(texts, gaps=tokenize == SPLIT_FIRST)
+    th = xxh64_windows(spans.buf, spans.start, spans.end - spans.start)
+    count = np.bincount(spans.text, minlength=len(texts))
     first_of = np.cumsum(count) - count
-
     fold = _PrefixFold(th)
 
     def chunks():
-        # short texts (1 .. n-1 kept tokens): one whole-sequence gram each
+        # short texts (1 .. n-1 tokens): one whole-sequence gram each
         short = np.flatnonzero((count > 0) & (count < n))
         for lo in range(0, len(short), max_grams):
             t = short[lo:lo + max_grams]
@@ -509,60 +570,118 @@ def batch_grams(texts, n: int = 13, tokenize: str = NORMALIZE_FIRST, max_grams: 
             yield GramChunk(t, np.zeros(len(t), dtype=np.int64),
                             fold.windows(first, width, lead=np.full(len(t), _WHOLE_TOKEN, dtype=np.uint64)),
                             first, width)
-        # n-grams: a window may start at a kept token with n - 1 kept tokens of its text after it
-        total = len(kept)
-        for lo in range(0, total, max_grams):
-            g = np.arange(lo, min(lo + max_grams, total), dtype=np.int64)
-            t = k_text[g]
-            g = g[(g - first_of[t]) <= count[t] - n]
-            if tokenize == SPLIT_FIRST and len(g):  # no punctuation-only raw token inside the window
-                g = g[spans.raw[kept[g + n - 1]] - spans.raw[kept[g]] == n - 1]
-            if len(g) == 0:
-                continue
-            t = k_text[g]
-            width = np.full(len(g), n, dtype=np.int64)
-            yield GramChunk(t, g - first_of[t], fold.windows(g, width), g, width)
+        # n-grams: a window may start at a token with n - 1 tokens of its text after it
+        long_ = np.flatnonzero(count >= n)
+        starts = _ragged_arange(first_of[long_], count[long_] - (n - 1))
+        if tokenize == SPLIT_FIRST and len(starts):  # no punctuation-only raw token inside the window
+            gaps = np.concatenate(([0], np.cumsum(spans.gap)))
+            starts = starts[gaps[starts + n] == gaps[starts + 1]]
+        for lo in range(0, len(starts), max_grams):
+            g = starts[lo:lo + max_grams]
+            t = spans.text[g]
+            width = np.broadcast_to(np.int64(n), g.shape)
+            yield GramChunk(t, g - first_of[t], fold.windows(g, n), g, width)
 
-    return spans, kept, chunks()
+    return spans, chunks()
 
 
-def gram_text(spans: TokenSpans, kept: np.ndarray, first: int, width: int) -> str:
-    """The displayed gram: its kept tokens joined by single spaces."""
+def gram_text(spans: TokenSpans, first: int, width: int) -> str:
+    """The displayed gram: its tokens joined by single spaces (``gram_texts`` for many)."""
     b = spans.buf
-    return " ".join(bytes(b[spans.start[k]:spans.end[k]]).decode("utf-8") for k in kept[first:first + width])
+    return " ".join(bytes(b[spans.start[k]:spans.end[k]]).decode("utf-8") for k in range(first, first + width))
+
+
+def _ragged_arange(starts: np.ndarray, lengths: np.ndarray) -> np.ndarray:
+    """``starts[i], ..., starts[i] + lengths[i] - 1`` for every i, concatenated."""
+    ends = np.cumsum(lengths)
+    return np.repeat(starts - (ends - lengths), lengths) + np.arange(int(ends[-1]) if len(ends) else 0)
+
+
+def gram_texts(spans: TokenSpans, first: np.ndarray, width: np.ndarray):
+    """``gram_text`` of many grams as one Arrow string array, built over the bytes: every
+    gram's token bytes gathered from ``buf`` with a space after each token but its last. A
+    matched item holds tens of matched grams of 13 tokens, so a Python string per token
+    (``gram_text``) cost more than finding the matches."""
+    import pyarrow as pa
+
+    tok = _ragged_arange(np.asarray(first, dtype=np.int64), np.asarray(width, dtype=np.int64))
+    length = spans.end[tok] - spans.start[tok]
+    gram_end = np.cumsum(width) - 1  # the last token of each gram, in tok
+    piece = length + 1  # the token and its separator ...
+    piece[gram_end] -= 1  # ... which the gram's last token has not
+    src = _ragged_arange(spans.start[tok], piece)
+    ends = np.cumsum(piece)
+    sep = np.ones(len(tok), dtype=bool)
+    sep[gram_end] = False
+    src[ends[sep] - 1] = len(spans.buf)  # a separator reads the space appended to buf
+    data = np.append(spans.buf, np.uint8(_SPACE))[src]
+    offsets = np.concatenate(([0], ends[gram_end])).astype(np.int64)
+    return pa.LargeStringArray.from_buffers(len(gram_end), pa.py_buffer(offsets), pa.py_buffer(data)).cast(pa.string())
 
 
 def match_batch(columns: list, index_hash: np.ndarray, index_key: np.ndarray, n: int = 13,
-                tokenize: str = NORMALIZE_FIRST, max_grams: int = 1 << 20):
+                tokenize: str = NORMALIZE_FIRST, max_grams: int = 1 << 20, all_texts: bool = True):
     """Every (row, benchmark item) n-gram match of a batch: ``(row, key, hash, pos, gram)``
     arrays, one entry per matched gram and benchmark item holding it. ``index_hash`` is the
     index's gram hashes sorted (int64), ``index_key`` their benchmark item keys. ``pos`` is
-    ``column index << 32 | position``; ``gram`` the matched gram's text.
+    ``column index << 32 | position``; ``gram`` the matched grams' texts, an Arrow string array.
+
+    Without ``all_texts`` only the first match of each (row, benchmark item) -- least
+    ``(pos, hash)`` -- carries its text, the others "": the contamination table keeps just
+    that one, and a matched item holds tens of matched grams, whose texts would be most of
+    what leaves Python. The first match of the item over any rows sharing its id is the first
+    of its own row, so it always has its text.
     """
-    rows, keys, hashes, pos, grams = [], [], [], [], []
+    hits = {k: [] for k in ("row", "key", "hash", "pos", "col", "first", "width")}
     bits = _bitmap(index_hash)
+    spans_of = []
     for c, texts in enumerate(columns):
-        spans, kept, chunks = batch_grams(texts, n, tokenize, max_grams)
+        spans, chunks = batch_grams(texts, n, tokenize, max_grams)
+        spans_of.append(spans)
         for ch in chunks:
             maybe = np.flatnonzero(_in_bitmap(bits, ch.hash))
-            at = np.searchsorted(index_hash, ch.hash[maybe], side="left")
-            ok = at < len(index_hash)
-            hit, at = maybe[ok], at[ok]
-            eq = index_hash[at] == ch.hash[hit]
-            hit, lo = hit[eq], at[eq]
-            if len(hit) == 0:
+            # searched in hash order, so the probes walk the index forwards (several times faster
+            # than probing it at random), then put back in gram order
+            by_hash = maybe[np.argsort(ch.hash[maybe], kind="stable")]
+            lo = np.searchsorted(index_hash, ch.hash[by_hash], side="left")
+            span = np.searchsorted(index_hash, ch.hash[by_hash], side="right") - lo
+            found = np.flatnonzero(span)
+            if len(found) == 0:
                 continue
-            span = np.searchsorted(index_hash, ch.hash[hit], side="right") - lo
-            which = np.repeat(hit, span)
+            back = found[np.argsort(by_hash[found], kind="stable")]
+            hit, lo, span = by_hash[back], lo[back], span[back]
+            which = np.repeat(hit, span)  # a gram held by several benchmark items: one entry each
             entry = np.repeat(lo, span) + (np.arange(int(span.sum())) - np.repeat(np.cumsum(span) - span, span))
-            rows.append(ch.text[which])
-            keys.append(index_key[entry].astype(np.int32))
-            hashes.append(ch.hash[which])
-            pos.append((np.int64(c) << _COL_SHIFT) | ch.pos[which])
-            texts_of = {int(h): gram_text(spans, kept, int(ch.first[h]), int(ch.width[h])) for h in np.unique(which)}
-            grams.extend(texts_of[int(h)] for h in which)
-    cat = (lambda xs, dt: np.concatenate(xs) if xs else np.zeros(0, dtype=dt))
-    return cat(rows, np.int64), cat(keys, np.int32), cat(hashes, np.int64), cat(pos, np.int64), grams
+            for k, v in (("row", ch.text[which]), ("key", index_key[entry].astype(np.int32)),
+                         ("hash", ch.hash[which]), ("pos", (np.int64(c) << _COL_SHIFT) | ch.pos[which]),
+                         ("col", np.full(len(which), c, dtype=np.int64)), ("first", ch.first[which]),
+                         ("width", ch.width[which])):
+                hits[k].append(v)
+    m = {k: np.concatenate(v) if v else np.zeros(0, dtype=np.int32 if k == "key" else np.int64)
+         for k, v in hits.items()}
+    if all_texts:
+        need = np.arange(len(m["row"]))
+    else:
+        order = np.lexsort((m["hash"], m["pos"], m["key"], m["row"]))
+        row, key = m["row"][order], m["key"][order]
+        first = np.ones(len(order), dtype=bool)
+        first[1:] = (row[1:] != row[:-1]) | (key[1:] != key[:-1])
+        need = order[first]
+    return m["row"], m["key"], m["hash"], m["pos"], _hit_texts(spans_of, m["col"], m["first"], m["width"], need)
+
+
+def _hit_texts(spans_of: list, col: np.ndarray, first: np.ndarray, width: np.ndarray, need: np.ndarray):
+    """The texts of the hits ``need`` (indices), "" for the others: ``gram_texts`` once per
+    column, over each distinct gram (column, first token) once."""
+    import pyarrow as pa
+
+    gram, at, inverse = np.unique((col[need] << 40) | first[need], return_index=True, return_inverse=True)
+    one = need[at]  # a hit of each distinct gram, in (column, first token) order
+    texts = [gram_texts(spans, first[sel], width[sel])
+             for c, spans in enumerate(spans_of) if len(sel := one[col[one] == c])]
+    take = np.full(len(col), len(gram), dtype=np.int64)
+    take[need] = inverse
+    return pa.concat_arrays(texts + [pa.array([""], pa.string())]).take(pa.array(take))
 
 
 _BITMAP_BITS = 27  # 16 MB: under 1% of lookups pass it for 1M distinct index grams
@@ -594,17 +713,18 @@ def _in_bitmap(bits: np.ndarray, h: np.ndarray) -> np.ndarray:
 def contamination_batches(batches: Iterable, *, index, n: int, text_cols: list[str],
                           tokenize: str = NORMALIZE_FIRST, id_col: str = "item_id") -> Iterator:
     """``mapInArrow`` body: (item_id, text columns...) -> (item_id, _bench_key, _ngram_hash,
-    _ngram_pos, matched_ngram), one row per matched gram and benchmark item. ``index`` is
+    _ngram_pos, matched_ngram), one row per matched gram and benchmark item; ``matched_ngram``
+    is "" but on the first match of each (row, benchmark item) (``match_batch``). ``index`` is
     ``(sorted hashes, keys)`` or a Spark broadcast of it."""
     import pyarrow as pa
 
     index_hash, index_key = getattr(index, "value", index)
     for batch in batches:
         row, key, h, pos, grams = match_batch([batch.column(c) for c in text_cols], index_hash, index_key, n,
-                                              tokenize)
+                                              tokenize, all_texts=False)
         yield pa.RecordBatch.from_arrays(
             [batch.column(id_col).take(pa.array(row, pa.int64())), pa.array(key, pa.int32()),
-             pa.array(h, pa.int64()), pa.array(pos, pa.int64()), pa.array(grams, pa.string())],
+             pa.array(h, pa.int64()), pa.array(pos, pa.int64()), grams],
             names=["item_id", "_bench_key", "_ngram_hash", "_ngram_pos", "matched_ngram"])
 
 
