@@ -193,7 +193,7 @@ class _Done:
     rows: int
     by_status: dict
     sums: dict
-    seconds: dict  # plan, write, counts: where a chunk's driver time goes (logged with its commit)
+    seconds: dict  # plan, write+counts: where a chunk's driver time goes (logged with its commit)
 
 
 def run_chunks(ctx: "StageContext", plan: StagedPending, fn: Callable[[DataFrame], DataFrame], output: str,

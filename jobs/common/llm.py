@@ -135,7 +135,7 @@ def generate(
     With ``prompt`` (a prompt name) the conversations are rendered in the generation task from
     ``df``'s columns (``with_prompt``'s result without its ``messages`` column crossing into
     Python and back); with ``parser`` a ``p`` struct of the parser's fields is added, parsed in
-    the same task (``parsed``'s result). Either way the chunk's rows make one Python pass.
+    the same task (``udfs.parse_udf.parse_frame``). Either way the chunk's rows make one Python pass.
     """
     if model.engine == "openai" and not model.base_url:
         # Checked here so the run stops before any task, not in every Python worker.
