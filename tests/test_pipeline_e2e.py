@@ -138,8 +138,8 @@ def test_every_stage_ran_ok(pipeline_run):
     assert [(r["stage"], r["status"]) for r in rows] == [
         ("bootstrap", "ok"), ("ingest", "ok"), ("doc_dedup", "ok"), ("annotate", "ok"), ("synthesize", "ok"),
         ("question_dedup", "ok"), ("decontaminate", "ok"), ("embed", "ok"), ("respond", "ok"), ("judge", "ok"),
-        ("dataset", "ok"), ("sample", "ok"), ("score", "ok"), ("train_data", "ok"), ("select_targeted", "ok"),
-        ("select_traces", "ok")]
+        ("dataset", "ok"), ("sample", "ok"), ("score", "ok"), ("train_data", "ok"), ("select_traces", "ok"),
+        ("select_targeted", "ok")]
 
 
 def test_counts_follow_from_the_corpus_and_the_model(pipeline_run):
