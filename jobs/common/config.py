@@ -104,10 +104,6 @@ class PipelineSection(_Model):
             "sample",
             "score",
             "train_data",
-            # select_traces before select_targeted: an LLM stage soon after score still finds the
-            # Python worker that holds the engine. Spark stops a worker pool's idle workers after
-            # a minute without tasks, and train_data + select_targeted took longer than that on
-            # the sample, so select_traces built a second engine (about 20 s on 2 CPU cores).
             "select_traces",
             "select_targeted",
         ],
