@@ -58,7 +58,7 @@ def _build_local(cfg: SparkConfig) -> SparkSession:
         .config("spark.sql.parquet.outputTimestampType", "TIMESTAMP_MICROS")
         .config("spark.python.worker.reuse", "true")
         .config("spark.sql.warehouse.dir", os.path.join(scratch, "nr-spark-warehouse"))
-        .config("spark.driver.extraJavaOptions", f"-Dderby.system.home={scratch}")
+        .config("spark.driver.extraJavaOptions", f"-Dderby.system.home={scratch} {cfg.local_java_options}".strip())
         .config("spark.hadoop.mapreduce.fileoutputcommitter.marksuccessfuljobs", "false")
     )
     for k, v in cfg.conf.items():
