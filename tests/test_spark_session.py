@@ -9,4 +9,3 @@ def test_local_jvm_gets_the_configured_java_options(spark):
     assert wanted and all(opt in args for opt in wanted), args
     # derby's home stays set beside them (one extraJavaOptions string carries both).
     assert any(a.startswith("-Dderby.system.home=") for a in args)
-
