@@ -45,51 +45,75 @@ def _from_generate(gen: DataFrame) -> DataFrame:
     return gen.drop("model", "sample_idx").withColumnRenamed("s_model", "model").withColumnRenamed("s_idx", "sample_idx")
 
 
-def _judge(ctx: StageContext, rows: DataFrame, prompt: str, sampling, judge_name: str,
-           parser: Optional[str] = None) -> DataFrame:
-    cols = GEN_KEY + [c for c in ("question", "response", "reference_answer") if c in _for_generate(rows).columns]
-    return generate_rows(ctx, _for_generate(rows).select(*cols), prompt=prompt, model_name=judge_name,
-                         sampling=sampling, key_cols=GEN_KEY, parser=parser)
+ROUTE = "_route"
+# What the judge's generation and the equivalence check add to a sample's row, with their types.
+JUDGED = {"self_score": "double", "self_score_status": "string", "judge_model": "string", "_pt_ss": "long",
+          "_ct_ss": "long", "ref_agree": "boolean", "ref_method": "string", "_pt_ref": "long", "_ct_ref": "long"}
 
 
-def self_scores(ctx: StageContext, ok: DataFrame, judge_name: str) -> DataFrame:
+def _judged_rows(ctx: StageContext, ok: DataFrame, long: DataFrame, judge_name: str) -> Optional[DataFrame]:
+    """The self-score of every answered sample and the judge's verdict on the long references,
+    from ONE generation (a route per kind): two generation branches in one Spark job run as
+    two concurrent tasks, and the second one takes a second Python worker, which builds a
+    second engine. Returns partial rows (KEY + ``JUDGED``), one per sample and kind."""
     from jobs.judge import PROMPTS, selfscore_sampling
     from udfs.selftrain import self_score_udf
 
-    gen = _judge(ctx, ok, PROMPTS["self_score"], selfscore_sampling(ctx), judge_name)
-    s = self_score_udf(ctx.cfg.judge.self_score_floor)(F.col("first_token_logprobs"))
-    gen = gen.withColumn("s", s)
+    cfg, jcfg = ctx.cfg.score, ctx.cfg.judge
+    cols = GEN_KEY + ["question", "response", "reference_answer"]
+    routes, parts = {}, []
+    if cfg.self_score:
+        routes["self_score"] = (PROMPTS["self_score"], selfscore_sampling(ctx))
+        parts.append(_for_generate(ok).select(*cols, F.lit("self_score").alias(ROUTE)))
+    if cfg.reference:
+        routes["reference"] = (PROMPTS["reference_agreement"],
+                               structured(jcfg.sampling, "verdict", jcfg.structured_output))
+        parts.append(_for_generate(long).select(*cols, F.lit("reference").alias(ROUTE)))
+    if not parts:
+        return None
+    rows = parts[0] if len(parts) == 1 else parts[0].unionByName(parts[1])
+    gen = _from_generate(generate_rows(ctx, rows, model_name=judge_name, key_cols=GEN_KEY + [ROUTE],
+                                       route_col=ROUTE, routes=routes, parser="verdict" if cfg.reference else None))
+    is_ss, is_ref = F.col(ROUTE) == "self_score", F.col(ROUTE) == "reference"
+    s = self_score_udf(jcfg.self_score_floor)(F.col("first_token_logprobs"))
     failed = F.when(F.col("error").isNotNull(), "llm_error").when(F.col("finish_reason") == "too_long", "too_long")
-    return _from_generate(gen).select(
-        *KEY, F.col("s.score").alias("self_score"), failed.otherwise(F.col("s.status")).alias("self_score_status"),
-        F.lit(model_config(ctx.cfg, judge_name).name).alias("judge_model"),
-        F.col("prompt_tokens").alias("_pt_ss"), F.col("completion_tokens").alias("_ct_ss"))
+    cols = {"self_score": F.when(is_ss, s.score), "self_score_status": F.when(is_ss, failed.otherwise(s.status)),
+            "judge_model": F.when(is_ss, F.lit(model_config(ctx.cfg, judge_name).name)),
+            "_pt_ss": F.when(is_ss, F.col("prompt_tokens")), "_ct_ss": F.when(is_ss, F.col("completion_tokens"))}
+    if cfg.reference:
+        judged = F.when(F.col("error").isNotNull(), None).when(F.col("p.verdict") == "Yes", True) \
+            .when(F.col("p.verdict") == "No", False)
+        method = F.when(F.col("error").isNotNull(), "judge:llm_error").when(F.col("p.status") == "ok", "judge") \
+            .otherwise(F.concat(F.lit("judge:"), F.col("p.status")))
+        cols.update({"ref_agree": F.when(is_ref, judged), "ref_method": F.when(is_ref, method),
+                     "_pt_ref": F.when(is_ref, F.col("prompt_tokens")),
+                     "_ct_ref": F.when(is_ref, F.col("completion_tokens"))})
+    return gen.select(*KEY, *[cols.get(c, F.lit(None)).cast(t).alias(c) for c, t in JUDGED.items()])
 
 
-def reference_agreement(ctx: StageContext, ok: DataFrame, judge_name: str) -> DataFrame:
-    from jobs.judge import PROMPTS
+def judged(ctx: StageContext, ok: DataFrame, judge_name: str) -> Optional[DataFrame]:
+    """KEY + ``JUDGED``, one row per answered sample that was judged or checked: the LLM's part
+    (``_judged_rows``) and answer equivalence for references of at most
+    ``short_reference_words`` words, merged per sample."""
     from udfs.selftrain import equivalence_udf
 
     cfg = ctx.cfg.score
     with_ref = ok.where(F.col("reference_answer").isNotNull() & (F.length(F.trim("reference_answer")) > 0))
     words = F.size(F.split(F.trim(F.col("reference_answer")), r"\s+"))
-    short = with_ref.where(words <= cfg.short_reference_words)
-    eq = equivalence_udf(cfg.equivalence_timeout_s)(F.col("answer"), F.col("reference_answer"))
-    short_out = short.withColumn("e", eq).select(
-        *KEY, F.col("e.agree").alias("ref_agree"), F.concat(F.lit("equivalence:"), F.col("e.method")).alias("ref_method"),
-        F.lit(0).alias("_pt_ref"), F.lit(0).alias("_ct_ref"))
-    long = with_ref.where(words > cfg.short_reference_words)
-    jcfg = ctx.cfg.judge
-    gen = _judge(ctx, long, PROMPTS["reference_agreement"], structured(jcfg.sampling, "verdict", jcfg.structured_output),
-                 judge_name, parser="verdict")
-    p = _from_generate(gen)
-    judged = F.when(F.col("error").isNotNull(), None).when(F.col("p.verdict") == "Yes", True) \
-        .when(F.col("p.verdict") == "No", False)
-    method = F.when(F.col("error").isNotNull(), "judge:llm_error").when(F.col("p.status") == "ok", "judge") \
-        .otherwise(F.concat(F.lit("judge:"), F.col("p.status")))
-    long_out = p.select(*KEY, judged.alias("ref_agree"), method.alias("ref_method"),
-                        F.col("prompt_tokens").alias("_pt_ref"), F.col("completion_tokens").alias("_ct_ref"))
-    return short_out.unionByName(long_out)
+    parts = []
+    llm_rows = _judged_rows(ctx, ok, with_ref.where(words > cfg.short_reference_words), judge_name)
+    if llm_rows is not None:
+        parts.append(llm_rows)
+    if cfg.reference:
+        eq = equivalence_udf(cfg.equivalence_timeout_s)(F.col("answer"), F.col("reference_answer"))
+        short = {"ref_agree": F.col("e.agree"), "ref_method": F.concat(F.lit("equivalence:"), F.col("e.method")),
+                 "_pt_ref": F.lit(0), "_ct_ref": F.lit(0)}
+        parts.append(with_ref.where(words <= cfg.short_reference_words).withColumn("e", eq).select(
+            *KEY, *[short.get(c, F.lit(None)).cast(t).alias(c) for c, t in JUDGED.items()]))
+    if not parts:
+        return None
+    rows = parts[0] if len(parts) == 1 else parts[0].unionByName(parts[1])
+    return rows.groupBy(*KEY).agg(*[F.first(c, ignorenulls=True).alias(c) for c in JUDGED])
 
 
 def rewards(ctx: StageContext, ok: DataFrame) -> DataFrame:
@@ -131,17 +155,11 @@ def score_chunk(ctx: StageContext, part: DataFrame, model_name: str) -> DataFram
         F.col("x.source").alias("answer_source"))
     ok = base.where(F.col("status") == "ok")
     out = base.drop("question", "reference_answer", "response")
-    if cfg.self_score:
-        out = out.join(self_scores(ctx, ok, judge_name), KEY, "left")
+    checked = judged(ctx, ok, judge_name)
+    if checked is not None:
+        out = out.join(checked, KEY, "left")
     else:
-        out = out.select("*", F.lit(None).cast("double").alias("self_score"),
-                         F.lit(None).cast("string").alias("self_score_status"),
-                         F.lit(None).cast("string").alias("judge_model"), F.lit(0).alias("_pt_ss"), F.lit(0).alias("_ct_ss"))
-    if cfg.reference:
-        out = out.join(reference_agreement(ctx, ok, judge_name), KEY, "left")
-    else:
-        out = out.select("*", F.lit(None).cast("boolean").alias("ref_agree"), F.lit(None).cast("string").alias("ref_method"),
-                         F.lit(0).alias("_pt_ref"), F.lit(0).alias("_ct_ref"))
+        out = out.select("*", *[F.lit(None).cast(t).alias(c) for c, t in JUDGED.items()])
     if cfg.reward_model:
         out = out.join(rewards(ctx, ok), KEY, "left")
     else:

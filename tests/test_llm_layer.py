@@ -125,6 +125,33 @@ def test_generate_10k_rows_one_engine_per_worker(spark):
         assert all(v == 1 for v in counts.values()), counts
 
 
+def test_routes_give_each_row_its_prompt_and_sampling_in_one_generation(spark):
+    """Rows of two kinds in one generate() call: each is rendered by its route's prompt and
+    sampled by its route's settings (n differs), and the plan has one generation node."""
+    df = spark.createDataFrame([("a", "Q1?", "R1", "42"), ("b", "Q2?", "R2", "7")],
+                               "k string, question string, response string, reference_answer string")
+    rows = df.select("*", F.lit("ss").alias("route")).unionByName(df.select("*", F.lit("ref").alias("route")))
+    model = ModelConfig(engine="scripted", label="s")
+    routes = {"ss": ("judge_selfscore", SamplingConfig(max_tokens=1, logprobs=5)),
+              "ref": ("judge_reference", SamplingConfig(n=2))}
+    out = generate(rows, key_cols=["k", "route"], model=model, route_col="route", routes=routes)
+    assert out._jdf.queryExecution().executedPlan().toString().count("MapInPandas") == 1
+    from udfs.llm.scripted import echo
+
+    got = {(r.k, r.route, r.sample_idx): (r.text, r.prompt_name, r.prompt_hash) for r in out.collect()}
+    expected = {}
+    for k, q, resp, ref in [("a", "Q1?", "R1", "42"), ("b", "Q2?", "R2", "7")]:
+        fields = {"question": q, "response": resp, "reference_answer": ref}
+        for route, (name, sampling) in routes.items():
+            prompt = load_prompt(name)
+            for idx in range(sampling.n):
+                text = " ".join(echo(prompt.render(fields), Sampling(), idx).split()[:sampling.max_tokens])
+                expected[(k, route, idx)] = (text, prompt.name, prompt.sha)
+    assert got == expected
+    with pytest.raises(ValueError, match="route_col"):
+        generate(rows, key_cols=["k"], model=model, route_col="route", routes=routes)
+
+
 def test_in_process_models_get_every_local_core(spark):
     """Spark starts Python workers with OMP_NUM_THREADS at the task's cores (1 here), which left
     vLLM's CPU build on one core; in local mode the worker's thread count is set explicitly."""

@@ -146,6 +146,21 @@ def test_selection_counts_in_runs(run):
     assert {"pass_at_1", "maj_at_k", "majority_share_mean"} <= set(score["metrics"])
 
 
+def test_score_generates_once_per_chunk(run, spark):
+    """The self-score and the long-reference judge share one generation (routes): two
+    generation nodes in one job would run as concurrent tasks and start a second engine."""
+    from jobs import score
+    from jobs.common.runner import StageContext
+
+    cfg, store, _ = run
+    cfg = cfg.model_copy(update={"score": cfg.score.model_copy(update={"reward_model": None})})
+    ctx = StageContext(spark, cfg, store, "score", "t", "t")
+    qs = store.read("questions").select("question_id", "question", "reference_answer")
+    part = store.read("samples").select(*score.KEY, "response", "status").join(qs, "question_id")
+    plan = score.score_chunk(ctx, part, "default")._jdf.queryExecution().executedPlan().toString()
+    assert plan.count("MapInPandas") == 1, plan
+
+
 def test_pinned_counts(run):
     _, store, rows = run
     scores = store.read("sample_scores")

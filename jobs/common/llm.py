@@ -4,7 +4,7 @@ from __future__ import annotations
 import contextlib
 import functools
 import logging
-from typing import Optional, Sequence
+from typing import Mapping, Optional, Sequence
 
 from pyspark.sql import Column, DataFrame
 from pyspark.sql import functions as F
@@ -121,13 +121,15 @@ def generate(
     *,
     key_cols: Sequence[str],
     model: ModelConfig,
-    sampling: SamplingConfig,
+    sampling: Optional[SamplingConfig] = None,
     messages_col: str = "messages",
     overrides_col: Optional[str] = None,
     cache_dir: Optional[str] = None,
     storage_options: Optional[dict] = None,
     prompt: Optional[str] = None,
     parser: Optional[str] = None,
+    route_col: Optional[str] = None,
+    routes: Optional[Mapping[str, tuple[str, SamplingConfig]]] = None,
 ) -> DataFrame:
     """keys (+ prompt_name/prompt_hash when present) + sample_idx, model, text, token counts,
     finish_reason, first_token_logprobs, error: one row per (key, sample).
@@ -136,20 +138,38 @@ def generate(
     ``df``'s columns (``with_prompt``'s result without its ``messages`` column crossing into
     Python and back); with ``parser`` a ``p`` struct of the parser's fields is added, parsed in
     the same task (``udfs.parse_udf.parse_frame``). Either way the chunk's rows make one Python pass.
+
+    With ``routes`` (``{route: (prompt name, sampling)}``) instead of ``prompt`` and ``sampling``,
+    each row is rendered and sampled by the route named in its ``route_col`` (a key column):
+    rows of several kinds go through one generation task, one engine and one ``chat`` call,
+    and ``prompt_name``/``prompt_hash`` are each row's own.
     """
     if model.engine == "openai" and not model.base_url:
         # Checked here so the run stops before any task, not in every Python worker.
         raise ValueError(f"model {model.name!r}: the openai engine needs base_url (e.g. http://host:8000/v1)")
-    template = _checked_prompt(df, prompt) if prompt else None
+    if routes:
+        if prompt or sampling is not None or route_col not in key_cols:
+            raise ValueError("routes replace prompt and sampling, and need route_col among key_cols")
+        templates = {k: _checked_prompt(df, name) for k, (name, _) in routes.items()}
+        template = next(iter(templates.values()))
+        fields = sorted({f for t in templates.values() for f in t.fields})
+        route_cfg = {k: {"prompt": name, "sampling": s.model_dump(mode="json")} for k, (name, s) in routes.items()}
+    else:
+        if sampling is None:
+            raise ValueError("generate needs sampling (or routes)")
+        template = _checked_prompt(df, prompt) if prompt else None
+        fields = sorted(template.fields) if template else []
+        route_cfg = None
     passthrough = [c for c in ("prompt_name", "prompt_hash") if c in df.columns and not template]
-    inputs = sorted(template.fields) if template else [messages_col]
+    inputs = fields if template else [messages_col]
     cols = list(dict.fromkeys(list(key_cols) + passthrough + inputs + ([overrides_col] if overrides_col else [])))
     model_cfg = engine_config(model, cache_dir, df.sparkSession)
     if storage_options:  # region/endpoint for a model staged from S3 (udfs.staging); never secrets
         model_cfg["storage_options"] = dict(storage_options)
     fn = functools.partial(
-        generate_batches, model_cfg=model_cfg, sampling=sampling.model_dump(mode="json"), key_cols=list(key_cols),
-        messages_col=messages_col, overrides_col=overrides_col, passthrough=passthrough, prompt=prompt, parser=parser,
+        generate_batches, model_cfg=model_cfg, sampling=sampling.model_dump(mode="json") if sampling else {},
+        key_cols=list(key_cols), messages_col=messages_col, overrides_col=overrides_col, passthrough=passthrough,
+        prompt=prompt, parser=parser, route_col=route_col, routes=route_cfg,
     )
     schema = output_schema(df, key_cols, passthrough)
     if parser:
@@ -162,7 +182,15 @@ def generate(
         out = map_in_pandas(src, fn, schema, model.gpus_per_task)
     gen_cols = [f.name for f in output_schema(df, key_cols, []).fields[len(key_cols):]]
     select = [F.col(k) for k in key_cols] + [F.col(c) for c in passthrough]
-    if template:
+    if routes:
+        def per_route(attr: str) -> Column:
+            col = None
+            for k, t in templates.items():
+                col = (F if col is None else col).when(F.col(route_col) == k, F.lit(getattr(t, attr)))
+            return col
+
+        select += [per_route("name").alias("prompt_name"), per_route("sha").alias("prompt_hash")]
+    elif template:
         select += [F.lit(template.name).alias("prompt_name"), F.lit(template.sha).alias("prompt_hash")]
     select += [F.col(c) for c in gen_cols]
     if parser:

@@ -6,7 +6,7 @@ row), ``too_long`` (the prompt did not fit the context), or the parser's reason
 """
 from __future__ import annotations
 
-from typing import Optional, Sequence
+from typing import Mapping, Optional, Sequence
 
 from pyspark.sql import Column, DataFrame
 from pyspark.sql import functions as F
@@ -26,15 +26,18 @@ def generate_rows(
     ctx: StageContext,
     df: DataFrame,
     *,
-    prompt: str,
+    prompt: Optional[str] = None,
     model_name: str,
-    sampling: SamplingConfig,
+    sampling: Optional[SamplingConfig] = None,
     key_cols: Sequence[str],
     parser: Optional[str] = None,
+    route_col: Optional[str] = None,
+    routes: Optional[Mapping[str, tuple[str, SamplingConfig]]] = None,
 ) -> DataFrame:
     """Render ``prompt`` from ``df``'s columns and generate; returns keys + prompt_name/prompt_hash
     + sample_idx + generation columns, and with ``parser`` the ``p`` struct of ``parsed``.
-    Rendering, generation and parsing run in one Python pass per task (``llm.generate``)."""
+    Rendering, generation and parsing run in one Python pass per task (``llm.generate``), and
+    ``routes`` give rows of several kinds their own prompt and sampling in that one pass."""
     from jobs.common import llm
 
     return llm.generate(
@@ -46,6 +49,8 @@ def generate_rows(
         storage_options=ctx.cfg.storage.storage_options,
         prompt=prompt,
         parser=parser,
+        route_col=route_col,
+        routes=routes,
     )
 
 

@@ -113,11 +113,18 @@ def generate_batches(
     passthrough: Sequence[str] = (),
     prompt: Optional[str] = None,
     parser: Optional[str] = None,
+    route_col: Optional[str] = None,
+    routes: Optional[dict] = None,
 ) -> Iterator[pd.DataFrame]:
     """With ``prompt`` (a prompt name), the conversations are rendered here from the row's
     fields instead of read from ``messages_col``; with ``parser``, every completion is parsed
     here too, into ``PARSED_PREFIX`` columns. One Python pass per chunk instead of three
-    (render, generate, parse UDFs), each of which cost a round trip of the rows through Arrow."""
+    (render, generate, parse UDFs), each of which cost a round trip of the rows through Arrow.
+
+    With ``routes`` (``{route: {"prompt": name, "sampling": dict}}``), each row's prompt and
+    sampling are those of its ``route_col`` value: rows of several kinds share one pass and
+    one engine call (a second concurrent generation task in the same job would start a second
+    worker, and with it a second engine)."""
     from udfs.llm.engines import get_engine
     from udfs.llm.gpu import prepare_task_gpus
     from udfs.llm.prompts import load_prompt
@@ -125,6 +132,9 @@ def generate_batches(
     label = model_cfg.get("label") or model_cfg.get("model")
     base = Sampling.from_dict(sampling)
     template = load_prompt(prompt) if prompt else None
+    if routes:
+        templates = {k: load_prompt(v["prompt"]) for k, v in routes.items()}
+        bases = {k: Sampling.from_dict(v["sampling"]) for k, v in routes.items()}
     engine = None
     cols = list(key_cols) + list(passthrough) + [f.strip().split(" ")[0] for f in OUTPUT_FIELDS.split(", ")]
     for pdf in _gathered(batches):
@@ -133,8 +143,12 @@ def generate_batches(
             # (a selection that kept nothing) must not load a model.
             engine = get_engine(prepare_task_gpus(model_cfg))
         records = pdf.to_dict("records")
-        convs = [template.render(r) if template else _messages(r[messages_col]) for r in records]
-        samplings = [_sampling(base, r.get(overrides_col)) if overrides_col else base for r in records]
+        if routes:
+            convs = [templates[r[route_col]].render(r) for r in records]
+            samplings = [bases[r[route_col]] for r in records]
+        else:
+            convs = [template.render(r) if template else _messages(r[messages_col]) for r in records]
+            samplings = [_sampling(base, r.get(overrides_col)) if overrides_col else base for r in records]
         order = length_order(convs)
         per_call = prompts_per_call(engine, model_cfg, len(records))
         rows = []
