@@ -67,10 +67,26 @@ def test_mapped_params_are_accepted_by_vllm():
     assert p.structured_outputs.json == {"type": "object"}
 
 
+def test_cpu_bf16_is_read_from_the_cpu_flags(tmp_path):
+    from udfs.llm.vllm_engine import cpu_has_bf16
+
+    for flags, want in [("fpu avx2 avx512f avx512_bf16", True), ("fpu amx_bf16 amx_tile", True),
+                        ("fpu avx2 avx512f", False)]:
+        (tmp_path / "cpuinfo").write_text(f"processor\t: 0\nflags\t\t: {flags}\n")
+        assert cpu_has_bf16(str(tmp_path / "cpuinfo")) is want, flags
+    assert cpu_has_bf16(str(tmp_path / "missing")) is False
+
+
 def test_engine_args_for_cpu_and_gpu():
-    cpu = engine_args({"max_model_len": 1024, "dtype": "auto"}, "/models/m", on_gpu=False)
+    cpu = engine_args({"max_model_len": 1024, "dtype": "auto"}, "/models/m", on_gpu=False, cpu_bf16=False)
     assert cpu["model"] == "/models/m" and cpu["max_model_len"] == 1024
     assert cpu["dtype"] == "float32" and cpu["enforce_eager"] is True and "tensor_parallel_size" not in cpu
+    # bfloat16-native: bfloat16 on a GPU and on a CPU that has it, float32 on one that lacks it
+    native = {"dtype": "bfloat16-native"}
+    assert engine_args(native, "/m", on_gpu=False, cpu_bf16=True)["dtype"] == "bfloat16"
+    assert engine_args(native, "/m", on_gpu=False, cpu_bf16=False)["dtype"] == "float32"
+    assert engine_args(native, "/m", on_gpu=True, cpu_bf16=False)["dtype"] == "bfloat16"
+    assert engine_args({"dtype": "auto"}, "/m", on_gpu=False, cpu_bf16=True)["dtype"] == "float32"
     assert cpu["kv_cache_memory_bytes"] > 0
     gpu = engine_args({"tensor_parallel_size": 2, "gpu_memory_utilization": 0.8,
                        "engine_kwargs": {"enable_prefix_caching": False}}, "/m", on_gpu=True)

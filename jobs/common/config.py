@@ -201,7 +201,9 @@ class ModelConfig(_Model):
     too_long: Literal["truncate", "mark"] = Field(
         "truncate", description="prompt longer than the context: keep its head and tail, or mark the row too_long"
     )
-    dtype: str = "auto"
+    dtype: str = Field("auto", description="vLLM's dtype; auto = the model's on GPU, float32 on CPU; "
+                       "bfloat16-native = bfloat16 where the hardware computes it natively (GPU, or a CPU with "
+                       "AVX512-BF16/AMX), float32 elsewhere")
     batch_size: int = Field(8, ge=1, description="prompts per engine call")
     gpus_per_task: float = Field(0, ge=0)
     tensor_parallel_size: Optional[int] = Field(None, ge=1, description="default: the task's GPU count")
