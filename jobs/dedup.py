@@ -632,7 +632,10 @@ def _run(ctx, table: str, id_col: str, text_col: str, cfg: DedupConfig, prefix: 
         return
     spark = ctx.spark
     docs = ctx.stage == "doc_dedup"
-    if ctx.store.exists(table):
+    small = _small_input(ctx, table, id_col, text_col, cfg) if ctx.store.exists(table) else None
+    if small is not None:
+        clusters, pairs, stats = small
+    elif ctx.store.exists(table):
         src = ctx.store.read(table).where(F.col("status") == "ok")
         clusters, pairs, stats = find_duplicate_clusters(
             src, id_col, text_col, cfg, chars_cap=ctx.cfg.annotate.max_doc_chars if docs else None)
@@ -656,6 +659,30 @@ def _run(ctx, table: str, id_col: str, text_col: str, cfg: DedupConfig, prefix: 
         ctx.metrics["annotate_prompt_tokens_saved_is_estimate_at_chars_per_token"] = CHARS_PER_TOKEN
     ctx.metrics.update({"b": stats.bands, "r": stats.rows_per_band, "cc_iterations": stats.cc_iterations,
                         **{f"p_candidate_at_{s}": p for s, p in stats.s_curve.items()}})
+
+
+def _small_input(ctx, table: str, id_col: str, text_col: str, cfg: DedupConfig):
+    """``find_duplicate_clusters``' result computed on the driver for an input of at most
+    ``cfg.in_process_max_rows`` rows (the sample's few questions took 7-11 s of Spark jobs,
+    well under a second here), as DataFrames over the Arrow results; None: take Spark."""
+    import pyarrow.compute as pc
+
+    score_col = cfg.score_col if cfg.keep == "highest_score" else None
+    if ctx.stage == "doc_dedup" or not cfg.in_process_max_rows:  # doc_dedup also sums removed text
+        return None
+    cols = list(dict.fromkeys([id_col, text_col, "status"] + ([score_col] if score_col else [])))
+    try:
+        got = ctx.store.read_small(table, cols, cfg.in_process_max_rows)
+        if got is None:
+            return None
+        got = got.filter(pc.fill_null(pc.equal(got["status"], "ok"), False))
+        clusters, pairs, stats = find_duplicate_clusters_in_process(got, id_col, text_col, cfg, score_col)
+    except (NotInProcess, KeyError) as e:
+        log.info("[%s] deduplicating with Spark: %s", ctx.stage, e)
+        return None
+    spark = ctx.spark
+    return (spark.createDataFrame(clusters.to_pandas(), CLUSTERS_SCHEMA),
+            spark.createDataFrame(pairs.to_pandas(), PAIRS_SCHEMA), stats)
 
 
 CHARS_PER_TOKEN = 4  # English web text under a BPE tokenizer; the runs row names it an estimate

@@ -121,6 +121,9 @@ def main(argv: Optional[list[str]] = None) -> int:
     p = argparse.ArgumentParser(prog="nr run", description="Run the pipeline's stages in order.")
     parse_common(p)
     p.add_argument("--stages", default=None, help="comma-separated subset, e.g. ingest,annotate")
+    p.add_argument("--report", nargs="?", const="", default=None, metavar="DIR",
+                   help="after a run without failures, write the report (as nr report does) in the same "
+                        "Spark session; DIR defaults to report.output_dir")
     run_id = uuid.uuid4().hex[:16]
     args, cfg = _parse(p, argv, run_id)
     if cfg is None:
@@ -132,9 +135,18 @@ def main(argv: Optional[list[str]] = None) -> int:
         print(f"error: {e}", file=sys.stderr)
         _print_log_line()
         return 2
-    print_summary(rows, cfg, get_spark(cfg.spark))
+    spark = get_spark(cfg.spark)
+    print_summary(rows, cfg, spark)
     _print_log_line()
-    return 0 if all(r["status"] != "failed" for r in rows) else 1
+    if any(r["status"] == "failed" for r in rows):
+        if args.report is not None:
+            print("report: not written, a stage failed", file=sys.stderr)
+        return 1
+    if args.report is not None:
+        from jobs.report import write_report
+
+        return write_report(cfg, spark, args.report or None)
+    return 0
 
 
 def stage_main(name: str, argv: Optional[list[str]] = None) -> int:

@@ -677,12 +677,17 @@ def main(argv: Optional[list[str]] = None) -> int:
     args, cfg = _parse(p, argv)
     if cfg is None:
         return 2
+    return write_report(cfg, _session(cfg), args.output)
+
+
+def write_report(cfg: PipelineConfig, spark, output: Optional[str] = None) -> int:
+    """Build the report and print its path (``nr report``, ``nr run --report``); 2 on bad input."""
     try:
-        build_report(cfg, _session(cfg), args.output)
+        build_report(cfg, spark, output)
     except ValueError as e:
         print(f"error: {e}", file=sys.stderr)
         return 2
-    out = args.output or cfg.expand(cfg.report.output_dir)
+    out = output or cfg.expand(cfg.report.output_dir)
     print(f"report: {os.path.join(os.path.abspath(out), 'index.html')}")
     return 0
 

@@ -157,3 +157,34 @@ def test_cli_in_process_errors(tmp_path, capsys):
     assert cli_main([*common, "--output", "s3://bucket/o"]) == 2
     assert cli_main([*common[:6], "--text-col", "nope", "--output", str(tmp_path / "o")]) == 2
     assert "no column nope" in capsys.readouterr().err
+
+
+def test_question_dedup_stage_small_input_in_process_writes_what_spark_writes(spark, tmp_path, monkeypatch):
+    """The stage takes the driver path for a small ``questions`` table (in_process_max_rows) and
+    Spark for a larger one (0 forces it): the same two tables and the same runs counts."""
+    from jobs.common.config import validate_config
+    from jobs.common.runner import run_stage
+    from jobs.common.storage import TableStore
+    import jobs.dedup as dedup
+
+    calls = []
+    real = dedup.find_duplicate_clusters_in_process
+    monkeypatch.setattr(dedup, "find_duplicate_clusters_in_process", lambda *a, **k: calls.append(1) or real(*a, **k))
+    rows = _rows()
+    questions = [(qid, t, "ok" if i % 9 else "failed") for i, (qid, t) in enumerate(rows)] + [("nul", BASE, None)]
+    got = {}
+    for max_rows in (0, 20_000):
+        cfg = validate_config({"storage": {"root": str(tmp_path / f"r{max_rows}")}, "pipeline": {"progress": False},
+                               "question_dedup": {"max_bucket_size": 5, "in_process_max_rows": max_rows}}, "test")
+        store = TableStore(spark, cfg.storage)
+        store.overwrite("questions", spark.createDataFrame(questions, "question_id string, question string, status string"))
+        before = len(calls)
+        row = run_stage(cfg, "question_dedup", spark=spark)
+        assert len(calls) - before == (1 if max_rows else 0)  # which path ran
+        got[max_rows] = ({k: v for k, v in row["counts"].items()},
+                         _sorted(store.read("dedup_questions_clusters").collect()),
+                         _sorted(store.read("dedup_questions_pairs").collect()),
+                         store.read("dedup_questions_clusters").schema)
+    assert got[0] == got[20_000]
+    counts = got[0][0]
+    assert counts["in"] == sum(1 for q in questions if q[2] == "ok") and counts["dropped_near_duplicate"] > 10

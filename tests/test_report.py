@@ -297,3 +297,21 @@ def test_missing_and_empty_tables_become_notes(spark, tmp_path, capsys):
     assert got["embedding_map"]["points"] == 40 and "embedding_map.png" in got["images"]
     page = (out / "index.html").read_text()
     assert "questions: table is empty" in page and 'src="embedding_map.png"' in page
+
+
+def test_nr_run_with_report_writes_it_in_the_same_session(spark, tmp_path, capsys):
+    """``nr run --report DIR`` (what run-sample.sh calls): the report after a run without
+    failures, its path as the last line; no report when a stage fails."""
+    root = tmp_path / "root"
+    conf = tmp_path / "c.yaml"
+    conf.write_text(f"storage: {{root: {root}}}\npipeline: {{progress: false}}\n")
+    out = tmp_path / "rep"
+    assert cli.main(["run", "--config", str(conf), "--stages", "bootstrap", "--report", str(out)]) == 0
+    assert capsys.readouterr().out.strip().splitlines()[-1] == f"report: {out / 'index.html'}"
+    got = json.loads((out / "report.json").read_text())
+    assert "runs: table not found" not in "\n".join(got["notes"])  # the run's own runs row is in it
+    bad = tmp_path / "bad.yaml"
+    bad.write_text(f"storage: {{root: {root}}}\npipeline: {{progress: false}}\n"
+                   f"ingest: {{sources: [{{name: x, path: {tmp_path / 'missing'}}}]}}\n")
+    assert cli.main(["run", "--config", str(bad), "--stages", "ingest", "--report", str(tmp_path / "no")]) != 0
+    assert not (tmp_path / "no").exists()

@@ -299,6 +299,9 @@ class DedupConfig(_Model):
     keep: Literal["lowest_id", "highest_score"] = "lowest_id"
     score_col: Optional[str] = None
     max_cc_iterations: int = Field(50, ge=1)
+    in_process_max_rows: int = Field(
+        20_000, ge=0, description="the stage deduplicates an input of at most this many rows (counted from the "
+        "Delta log) on the driver, without Spark jobs; the tables are the same. 0 = always Spark")
     broadcast_shingles_mb: int = Field(
         256, ge=0, description="verification broadcasts the items' shingle-hash sets when they total at most this "
         "many MB (no shuffle of the candidate pairs); larger inputs join by shuffle. 0 = always shuffle")

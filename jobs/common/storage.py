@@ -735,6 +735,10 @@ class BridgeDelta(DeltaBackend):
     def txn_version(self, path: str, app_id: str) -> Optional[int]:
         return self._table(path).transaction_version(app_id) if self.exists(path) else None
 
+    def read_arrow(self, path: str, columns: Sequence[str]) -> pa.Table:
+        with nrfs.access(path, "read", self._options()):
+            return self._table(path).to_pyarrow_table(columns=list(columns))
+
     def num_rows(self, path: str) -> Optional[int]:
         """Rows in the current snapshot from the log's per-file statistics (no data read);
         None when a file has no numRecords."""
@@ -913,6 +917,16 @@ class TableStore:
         """Row count from the Delta log's statistics, without reading data; None when unknown."""
         fn = getattr(self.backend, "num_rows", None)
         return fn(self.path(name)) if fn is not None else None
+
+    def read_small(self, name: str, columns: Sequence[str], max_rows: int) -> Optional[pa.Table]:
+        """The named columns of a table of at most ``max_rows`` rows (counted from the Delta log)
+        as an Arrow table read on the driver, without Spark; None when the table is larger, its
+        size is unknown, or the backend reads only through Spark."""
+        n = self.num_rows(name)
+        fn = getattr(self.backend, "read_arrow", None)
+        if n is None or n > max_rows or fn is None:
+            return None
+        return fn(self.path(name), list(columns))
 
     def delete_where(self, name: str, predicate: str) -> int:
         """Delete the rows matching a SQL ``predicate``; returns how many. No match, no commit."""
