@@ -60,15 +60,15 @@ def _judged_rows(ctx: StageContext, ok: DataFrame, long: DataFrame, judge_name: 
     from udfs.selftrain import self_score_udf
 
     cfg, jcfg = ctx.cfg.score, ctx.cfg.judge
-    cols = GEN_KEY + ["question", "response", "reference_answer"]
+    fields = GEN_KEY + ["question", "response", "reference_answer"]
     routes, parts = {}, []
     if cfg.self_score:
         routes["self_score"] = (PROMPTS["self_score"], selfscore_sampling(ctx))
-        parts.append(_for_generate(ok).select(*cols, F.lit("self_score").alias(ROUTE)))
+        parts.append(_for_generate(ok).select(*fields, F.lit("self_score").alias(ROUTE)))
     if cfg.reference:
         routes["reference"] = (PROMPTS["reference_agreement"],
                                structured(jcfg.sampling, "verdict", jcfg.structured_output))
-        parts.append(_for_generate(long).select(*cols, F.lit("reference").alias(ROUTE)))
+        parts.append(_for_generate(long).select(*fields, F.lit("reference").alias(ROUTE)))
     if not parts:
         return None
     rows = parts[0] if len(parts) == 1 else parts[0].unionByName(parts[1])
