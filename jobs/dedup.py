@@ -632,13 +632,13 @@ def _run(ctx, table: str, id_col: str, text_col: str, cfg: DedupConfig, prefix: 
         return
     spark = ctx.spark
     docs = ctx.stage == "doc_dedup"
-    small = _small_input(ctx, table, id_col, text_col, cfg) if ctx.store.exists(table) else None
-    if small is not None:
-        clusters, pairs, stats = small
-    elif ctx.store.exists(table):
-        src = ctx.store.read(table).where(F.col("status") == "ok")
-        clusters, pairs, stats = find_duplicate_clusters(
-            src, id_col, text_col, cfg, chars_cap=ctx.cfg.annotate.max_doc_chars if docs else None)
+    if ctx.store.exists(table):
+        found = _small_input(ctx, table, id_col, text_col, cfg)
+        if found is None:
+            src = ctx.store.read(table).where(F.col("status") == "ok")
+            found = find_duplicate_clusters(
+                src, id_col, text_col, cfg, chars_cap=ctx.cfg.annotate.max_doc_chars if docs else None)
+        clusters, pairs, stats = found
     else:
         log.warning("[%s] %s does not exist: writing empty results", ctx.stage, table)
         clusters, pairs = spark.createDataFrame([], CLUSTERS_SCHEMA), spark.createDataFrame([], PAIRS_SCHEMA)
@@ -667,9 +667,9 @@ def _small_input(ctx, table: str, id_col: str, text_col: str, cfg: DedupConfig):
     well under a second here), as DataFrames over the Arrow results; None: take Spark."""
     import pyarrow.compute as pc
 
-    score_col = cfg.score_col if cfg.keep == "highest_score" else None
     if ctx.stage == "doc_dedup" or not cfg.in_process_max_rows:  # doc_dedup also sums removed text
         return None
+    score_col = cfg.score_col if cfg.keep == "highest_score" else None
     cols = list(dict.fromkeys([id_col, text_col, "status"] + ([score_col] if score_col else [])))
     try:
         got = ctx.store.read_small(table, cols, cfg.in_process_max_rows)
@@ -680,9 +680,8 @@ def _small_input(ctx, table: str, id_col: str, text_col: str, cfg: DedupConfig):
     except (NotInProcess, KeyError) as e:
         log.info("[%s] deduplicating with Spark: %s", ctx.stage, e)
         return None
-    spark = ctx.spark
-    return (spark.createDataFrame(clusters.to_pandas(), CLUSTERS_SCHEMA),
-            spark.createDataFrame(pairs.to_pandas(), PAIRS_SCHEMA), stats)
+    return (ctx.spark.createDataFrame(clusters.to_pandas(), CLUSTERS_SCHEMA),
+            ctx.spark.createDataFrame(pairs.to_pandas(), PAIRS_SCHEMA), stats)
 
 
 CHARS_PER_TOKEN = 4  # English web text under a BPE tokenizer; the runs row names it an estimate

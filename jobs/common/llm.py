@@ -151,17 +151,18 @@ def generate(
         if prompt or sampling is not None or route_col not in key_cols:
             raise ValueError("routes replace prompt and sampling, and need route_col among key_cols")
         templates = {k: _checked_prompt(df, name) for k, (name, _) in routes.items()}
-        template = next(iter(templates.values()))
-        fields = sorted({f for t in templates.values() for f in t.fields})
         route_cfg = {k: {"prompt": name, "sampling": s.model_dump(mode="json")} for k, (name, s) in routes.items()}
+        template = None
     else:
         if sampling is None:
             raise ValueError("generate needs sampling (or routes)")
         template = _checked_prompt(df, prompt) if prompt else None
-        fields = sorted(template.fields) if template else []
+        templates = {"": template} if template else {}
         route_cfg = None
-    passthrough = [c for c in ("prompt_name", "prompt_hash") if c in df.columns and not template]
-    inputs = fields if template else [messages_col]
+    # rendered in the task from the templates' fields, else the rows carry their messages
+    rendered = bool(templates)
+    passthrough = [c for c in ("prompt_name", "prompt_hash") if c in df.columns and not rendered]
+    inputs = sorted({f for t in templates.values() for f in t.fields}) if rendered else [messages_col]
     cols = list(dict.fromkeys(list(key_cols) + passthrough + inputs + ([overrides_col] if overrides_col else [])))
     model_cfg = engine_config(model, cache_dir, df.sparkSession)
     if storage_options:  # region/endpoint for a model staged from S3 (udfs.staging); never secrets

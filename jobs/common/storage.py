@@ -922,9 +922,9 @@ class TableStore:
         """The named columns of a table of at most ``max_rows`` rows (counted from the Delta log)
         as an Arrow table read on the driver, without Spark; None when the table is larger, its
         size is unknown, or the backend reads only through Spark."""
-        n = self.num_rows(name)
         fn = getattr(self.backend, "read_arrow", None)
-        if n is None or n > max_rows or fn is None:
+        n = self.num_rows(name) if fn is not None else None
+        if n is None or n > max_rows:
             return None
         return fn(self.path(name), list(columns))
 
