@@ -220,3 +220,19 @@ def test_transformers_engine_on_smollm2():
     assert len(out[2]) == 2 and out[2][0].truncated_prompt and out[2][0].prompt_tokens <= 2048 - 6
     again = e.chat(convs[2:], [Sampling(max_tokens=6, n=2, temperature=0.8, seed=5)])
     assert [c.text for c in again[0]] == [c.text for c in out[2]], "seeded sampling is reproducible"
+
+
+def test_an_engine_is_frozen_out_of_later_collections():
+    """Spark's daemon runs gc.collect() after every task; a built engine is moved to the
+    permanent generation, so those collections do not walk a model's objects again."""
+    import gc
+
+    from udfs.llm.engines import get_engine
+
+    import uuid
+
+    gc.unfreeze()
+    assert gc.get_freeze_count() == 0
+    get_engine({"engine": "scripted", "label": f"frozen-{uuid.uuid4().hex}", "engine_kwargs": {"script": "echo"}})
+    assert gc.get_freeze_count() > 0
+    gc.unfreeze()

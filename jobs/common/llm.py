@@ -67,9 +67,11 @@ def output_schema(df: DataFrame, key_cols: Sequence[str], passthrough: Sequence[
     return StructType(fields + list(ddl_struct(OUTPUT_FIELDS).fields))
 
 
+@functools.lru_cache(maxsize=64)
 def ddl_struct(ddl: str) -> StructType:
     """A DDL column list as a StructType: ``StructType.fromDDL`` on Spark >= 4.0; Spark 3.5
-    (EMR 7) parses it through the active context."""
+    (EMR 7) parses it through the active context. Cached: every chunk of an LLM stage asks
+    for the same few, and each parse is a round trip to the JVM (callers only read it)."""
     from_ddl = getattr(StructType, "fromDDL", None)
     if from_ddl is not None:
         return from_ddl(ddl)
@@ -209,11 +211,11 @@ def engine_worker_pool(spark, pool: str):
     stages: the next task finds the worker that already built the engine (``reuse`` must stay
     on, Spark's default) instead of a worker that ran a parser and would build a second one.
     """
-    sc = spark.sparkContext
-    if (sc.getConf().get("spark.python.worker.reuse", "true") or "true").lower() == "false":
+    # one lookup (``sparkContext.getConf()`` copies the whole SparkConf over py4j, every chunk)
+    if (spark.conf.get("spark.python.worker.reuse", "true") or "true").lower() == "false":
         log.warning("spark.python.worker.reuse is false: every generation task starts a fresh Python worker "
                     "and loads the model again; set it to true")
-    env = sc.environment
+    env = spark.sparkContext.environment
     before = env.get(POOL_ENV)
     env[POOL_ENV] = pool
     try:

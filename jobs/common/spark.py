@@ -57,6 +57,12 @@ def _build_local(cfg: SparkConfig) -> SparkSession:
         # Delta readers expect INT64 timestamps; Spark's default INT96 is legacy.
         .config("spark.sql.parquet.outputTimestampType", "TIMESTAMP_MICROS")
         .config("spark.python.worker.reuse", "true")
+        # PySpark 4 records the Python call site of every DataFrame and Column call for error
+        # messages: about five JVM round trips per call, half of an LLM chunk's plan-building
+        # time (bench_stage_scale). Errors still name the failing expression.
+        .config("spark.python.sql.dataFrameDebugging.enabled", "false")
+        # Spark's daemon minus two per-task costs of its workers (the docstring says which)
+        .config("spark.python.daemon.module", "udfs.worker_daemon")
         .config("spark.sql.warehouse.dir", os.path.join(scratch, "nr-spark-warehouse"))
         .config("spark.driver.extraJavaOptions", f"-Dderby.system.home={scratch} {cfg.local_java_options}".strip())
         .config("spark.hadoop.mapreduce.fileoutputcommitter.marksuccessfuljobs", "false")

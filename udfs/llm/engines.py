@@ -1,6 +1,7 @@
 """One engine per Python worker process, cached by the hash of its config (DESIGN §6)."""
 from __future__ import annotations
 
+import gc
 import hashlib
 import json
 import logging
@@ -71,6 +72,10 @@ def get_engine(model_cfg: dict) -> Engine:
         eng = build_engine(model_cfg)
         _ENGINES[key] = eng
         _CONSTRUCTIONS[key] += 1
+        # Spark's daemon runs a full gc.collect() after every task; the engine's objects (a
+        # model's, many) live as long as the worker, so later collections skip them.
+        gc.collect()
+        gc.freeze()
         # stderr: a Spark Python worker has no logging handler, and its stderr reaches the
         # executor's log (the console in local mode), so a second build shows up.
         msg = (f"nr: built {resolve_engine(model_cfg)} engine {key} ({model_cfg.get('label') or model_cfg.get('model')})"
