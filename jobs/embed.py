@@ -17,7 +17,7 @@ from pyspark.sql.types import StructType
 
 from jobs.common.config import EmbedConfig
 from jobs.common.gpu import map_in_pandas
-from jobs.common.llm import ddl_struct, local_threads, worker_partitions
+from jobs.common.llm import ddl_struct, local_threads, spread, worker_partitions
 from jobs.common.llm_stage import usable_questions
 from jobs.common.runner import StageContext
 from udfs.embed import EMBED_FIELDS, embed_batches
@@ -44,7 +44,7 @@ def embed_texts(df: DataFrame, cfg: EmbedConfig, *, key_cols: Sequence[str], tex
         enc["torch_threads"] = threads
     fn = functools.partial(embed_batches, cfg=enc, text_col=text_col, key_cols=list(key_cols))
     parts = worker_partitions(df.sparkSession, threads)
-    src = df.select(*key_cols, text_col).repartition(parts, *[F.col(k) for k in key_cols])
+    src = spread(df.select(*key_cols, text_col), parts, key_cols)
     return map_in_pandas(src, fn, schema, cfg.gpus_per_task)
 
 

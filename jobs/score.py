@@ -131,7 +131,7 @@ def rewards(ctx: StageContext, ok: DataFrame) -> DataFrame:
     model_cfg = llm.engine_config(model, ctx.cfg.llm.cache_dir, with_msgs.sparkSession)
     fn = functools.partial(reward_batches, model_cfg=model_cfg, key_cols=GEN_KEY)
     schema = StructType([with_msgs.schema[c] for c in GEN_KEY] + list(llm.ddl_struct(REWARD_FIELDS).fields))
-    out = map_in_pandas(with_msgs.repartition(llm._partitions(with_msgs, model), *GEN_KEY), fn, schema,
+    out = map_in_pandas(llm.model_input(with_msgs, model, GEN_KEY), fn, schema,
                         model.gpus_per_task)
     return out.withColumnRenamed("s_model", "model").withColumnRenamed("s_idx", "sample_idx").select(
         *KEY, "reward", "reward_status", F.lit(model.name).alias("reward_model"))

@@ -152,6 +152,23 @@ def test_routes_give_each_row_its_prompt_and_sampling_in_one_generation(spark):
         generate(rows, key_cols=["k"], model=model, route_col="route", routes=routes)
 
 
+def test_model_input_shuffles_only_to_spread_rows_over_several_tasks(spark):
+    """One model task (a local model on all cores) takes the chunk's rows without a shuffle;
+    several get the rows split by key hash."""
+    from jobs.common.llm import spread
+
+    df = spark.range(40).selectExpr("cast(id as string) as k").repartition(3)
+
+    def plan(d):
+        return d._jdf.queryExecution().executedPlan().toString()
+
+    one = spread(df.where("k != '7'"), 1, ["k"])
+    assert plan(one).count("Exchange") == 1 and one.rdd.getNumPartitions() == 1  # the input's own only
+    two = spread(df, 2, ["k"])
+    assert "hashpartitioning(k" in plan(two) and two.rdd.getNumPartitions() == 2
+    assert sorted(r.k for r in one.collect()) == sorted(str(i) for i in range(40) if i != 7)
+
+
 def test_in_process_models_get_every_local_core(spark):
     """Spark starts Python workers with OMP_NUM_THREADS at the task's cores (1 here), which left
     vLLM's CPU build on one core; in local mode the worker's thread count is set explicitly."""

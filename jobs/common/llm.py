@@ -105,6 +105,18 @@ def _partitions(df: DataFrame, model: ModelConfig) -> int:
     return worker_partitions(df.sparkSession, local_threads(df.sparkSession, model.engine, model.torch_threads))
 
 
+def spread(df: DataFrame, partitions: int, key_cols: Sequence[str]) -> DataFrame:
+    """``df`` over ``partitions`` model tasks, split by key hash; one task takes the rows as
+    they are (a local model on all cores): no shuffle, which would add a stage to every chunk."""
+    if partitions <= 1:
+        return df.coalesce(1)
+    return df.repartition(partitions, *[F.col(k) for k in key_cols])
+
+
+def model_input(df: DataFrame, model: ModelConfig, key_cols: Sequence[str]) -> DataFrame:
+    return spread(df, _partitions(df, model), key_cols)
+
+
 def engine_config(model: ModelConfig, cache_dir: Optional[str] = None, spark=None) -> dict:
     """The plain dict an executor builds its engine from (``udfs.llm.engines.get_engine``);
     with ``spark``, in local mode, the worker's thread count is filled in (``local_threads``)."""
@@ -180,7 +192,7 @@ def generate(
 
         parsed_fields = ddl_struct(PARSE_SPECS[parser][1]).fields
         schema = StructType(list(schema.fields) + [StructField(PARSED_PREFIX + f.name, f.dataType) for f in parsed_fields])
-    src = df.select(*cols).repartition(_partitions(df, model), *[F.col(k) for k in key_cols])
+    src = model_input(df.select(*cols), model, key_cols)
     with engine_worker_pool(df.sparkSession, config_hash(model_cfg)):
         out = map_in_pandas(src, fn, schema, model.gpus_per_task)
     gen_cols = [f.name for f in output_schema(df, key_cols, []).fields[len(key_cols):]]
