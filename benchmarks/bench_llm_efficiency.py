@@ -1,6 +1,6 @@
 """Generation efficiency: the annotate stage against raw ``vllm.LLM.chat`` on the same prompts.
 
-    .venv/bin/python benchmarks/bench_llm_efficiency.py [--config conf/local.yaml] [--docs 0]
+    .venv/bin/python benchmarks/bench_llm_efficiency.py [--config conf/local.yaml] [--docs 0] [--rounds 1]
 
 1. Stage: a fresh storage root, ``bootstrap`` + ``ingest`` of the bundled sample, then the
    ``annotate`` stage with the config's model (vLLM; on this machine vLLM's CPU build), in
@@ -14,7 +14,10 @@
    the engine build plus the call (the stage's time includes its engine build too).
 
 Printed: tokens and seconds of both, tokens/s of both (also raw without its load), and as
-the last line ``ratio <stage tokens/s / raw tokens/s>`` (target >= 0.90). Run it on a GPU
+the last line ``ratio <stage tokens/s / raw tokens/s>`` (target >= 0.90). With ``--rounds
+K`` the pair runs K times, every other round raw first (stage, raw, raw, stage, ...: a
+machine whose speed drifts during the runs weighs on both sides alike), each round is
+printed, and the last line is the median of the K ratios. Run it on a GPU
 node with a GPU config the same way. The two runs take minutes of every core: nothing else
 should run meanwhile (the load average is printed).
 """
@@ -23,6 +26,7 @@ from __future__ import annotations
 import argparse
 import json
 import os
+import statistics
 import subprocess
 import sys
 import tempfile
@@ -119,6 +123,8 @@ def main(argv=None) -> int:
     p = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     p.add_argument("--config", default=os.path.join(REPO, "conf", "local.yaml"))
     p.add_argument("--docs", type=int, default=0, help="annotate only the first N documents (0: all)")
+    p.add_argument("--rounds", type=int, default=1,
+                   help="stage/raw pairs, alternating which runs first; the last line is their median ratio")
     p.add_argument("--child", choices=["stage", "raw"], help=argparse.SUPPRESS)
     p.add_argument("--root", help=argparse.SUPPRESS)
     p.add_argument("--stage-out", help=argparse.SUPPRESS)
@@ -131,28 +137,45 @@ def main(argv=None) -> int:
         raw_worker(args.config, args.root, args.stage_out, args.out)
         return 0
 
+    ratios = []
     with tempfile.TemporaryDirectory(prefix="nr-bench-llm-") as tmp:
-        root, s_out, r_out = os.path.join(tmp, "root"), os.path.join(tmp, "stage.json"), os.path.join(tmp, "raw.json")
-        print(f"# config {args.config}; load avg {os.getloadavg()[0]:.2f}", flush=True)
-        _child(["--child", "stage", "--config", args.config, "--root", root, "--docs", str(args.docs), "--out", s_out])
-        print(f"# stage done; load avg {os.getloadavg()[0]:.2f}", flush=True)
-        _child(["--child", "raw", "--config", args.config, "--root", root, "--stage-out", s_out, "--out", r_out])
-        with open(s_out) as f:
-            st = json.load(f)
-        with open(r_out) as f:
-            raw = json.load(f)
+        print(f"# config {args.config}; {args.rounds} round(s); load avg {os.getloadavg()[0]:.2f}", flush=True)
+        texts_from = None
+        for i in range(args.rounds):
+            root, s_out, r_out = (os.path.join(tmp, f"{name}{i}") for name in ("root", "stage.json", "raw.json"))
+            stage = ["--child", "stage", "--config", args.config, "--root", root, "--docs", str(args.docs), "--out", s_out]
+            # Odd rounds run raw first (on the prompts an earlier round's stage sent): stage, raw,
+            # raw, stage, ... so a drift in this machine's speed weighs on both sides alike.
+            if i % 2 and texts_from:
+                _child(["--child", "raw", "--config", args.config, "--root", root, "--stage-out", texts_from, "--out", r_out])
+                _child(stage)
+            else:
+                _child(stage)
+                _child(["--child", "raw", "--config", args.config, "--root", root, "--stage-out", s_out, "--out", r_out])
+            texts_from = texts_from or s_out
+            with open(s_out) as f:
+                st = json.load(f)
+            with open(r_out) as f:
+                raw = json.load(f)
+            ratios.append(_report(st, raw, i, args.rounds))
+    print(f"ratio {statistics.median(ratios):.3f}")
+    return 0
+
+
+def _report(st: dict, raw: dict, i: int, rounds: int) -> float:
     st_tok = st["prompt_tokens"] + st["completion_tokens"]
     raw_tok = raw["prompt_tokens"] + raw["completion_tokens"]
     raw_s = raw["load_s"] + raw["chat_s"]
-    print(f"stage (annotate): {st['rows']} rows, {st['prompt_tokens']} prompt + {st['completion_tokens']} completion "
-          f"tokens in {st['seconds']:.1f}s = {st_tok / st['seconds']:.1f} tokens/s")
-    print(f"raw vllm.LLM.chat: {raw['rows']} prompts, {raw['prompt_tokens']} prompt + {raw['completion_tokens']} "
+    tag = f"[round {i + 1}/{rounds}] " if rounds > 1 else ""
+    print(f"{tag}stage (annotate): {st['rows']} rows, {st['prompt_tokens']} prompt + {st['completion_tokens']} "
+          f"completion tokens in {st['seconds']:.1f}s = {st_tok / st['seconds']:.1f} tokens/s")
+    print(f"{tag}raw vllm.LLM.chat: {raw['rows']} prompts, {raw['prompt_tokens']} prompt + {raw['completion_tokens']} "
           f"completion tokens in {raw['load_s']:.1f}s load + {raw['chat_s']:.1f}s chat = {raw_tok / raw_s:.1f} tokens/s "
           f"({raw_tok / raw['chat_s']:.1f} tokens/s without the load)")
-    print(f"stage / raw without raw's load: {(st_tok / st['seconds']) / (raw_tok / raw['chat_s']):.3f}; "
-          f"load avg {os.getloadavg()[0]:.2f}")
-    print(f"ratio {(st_tok / st['seconds']) / (raw_tok / raw_s):.3f}")
-    return 0
+    ratio = (st_tok / st["seconds"]) / (raw_tok / raw_s)
+    print(f"{tag}stage / raw: {ratio:.3f} ({(st_tok / st['seconds']) / (raw_tok / raw['chat_s']):.3f} without raw's "
+          f"load); load avg {os.getloadavg()[0]:.2f}", flush=True)
+    return ratio
 
 
 if __name__ == "__main__":
