@@ -140,19 +140,17 @@ def main(argv=None) -> int:
     ratios = []
     with tempfile.TemporaryDirectory(prefix="nr-bench-llm-") as tmp:
         print(f"# config {args.config}; {args.rounds} round(s); load avg {os.getloadavg()[0]:.2f}", flush=True)
-        texts_from = None
         for i in range(args.rounds):
             root, s_out, r_out = (os.path.join(tmp, f"{name}{i}") for name in ("root", "stage.json", "raw.json"))
-            stage = ["--child", "stage", "--config", args.config, "--root", root, "--docs", str(args.docs), "--out", s_out]
-            # Odd rounds run raw first (on the prompts an earlier round's stage sent): stage, raw,
-            # raw, stage, ... so a drift in this machine's speed weighs on both sides alike.
-            if i % 2 and texts_from:
-                _child(["--child", "raw", "--config", args.config, "--root", root, "--stage-out", texts_from, "--out", r_out])
-                _child(stage)
-            else:
-                _child(stage)
-                _child(["--child", "raw", "--config", args.config, "--root", root, "--stage-out", s_out, "--out", r_out])
-            texts_from = texts_from or s_out
+            stage_cmd = ["--child", "stage", "--config", args.config, "--root", root, "--docs", str(args.docs),
+                         "--out", s_out]
+            # Odd rounds run raw first, on the prompts round 0's stage sent: stage, raw, raw,
+            # stage, ... so a drift in this machine's speed weighs on both sides alike.
+            raw_first = i % 2 == 1
+            texts = os.path.join(tmp, "stage.json0") if raw_first else s_out
+            raw_cmd = ["--child", "raw", "--config", args.config, "--root", root, "--stage-out", texts, "--out", r_out]
+            for cmd in ([raw_cmd, stage_cmd] if raw_first else [stage_cmd, raw_cmd]):
+                _child(cmd)
             with open(s_out) as f:
                 st = json.load(f)
             with open(r_out) as f:

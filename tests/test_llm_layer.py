@@ -243,10 +243,9 @@ def test_an_engine_is_frozen_out_of_later_collections():
     """Spark's daemon runs gc.collect() after every task; a built engine is moved to the
     permanent generation, so those collections do not walk a model's objects again."""
     import gc
+    import uuid
 
     from udfs.llm.engines import get_engine
-
-    import uuid
 
     gc.unfreeze()
     assert gc.get_freeze_count() == 0

@@ -28,29 +28,31 @@ import sys
 import zipfile
 
 _VERSION = re.compile(r"""__version__\s*(?::\s*str\s*)?=\s*["']([^"']+)["']""")
-_VERSION_FILES = {"pyspark": "pyspark/version.py", "py4j": "py4j/version.py"}
+_PACKAGES = ("pyspark", "py4j")  # each has <package>/version.py, in its zip and in a directory
 
 
-def _zip_version(archive: str, member: str):
-    try:
-        with zipfile.ZipFile(archive) as z:
-            m = _VERSION.search(z.read(member).decode("utf-8"))
-    except (OSError, KeyError, zipfile.BadZipFile):
-        return None
+def _version(text: str):
+    m = _VERSION.search(text)
     return m.group(1) if m else None
 
 
-def _dir_version(path: list, package: str, member: str):
+def _zip_version(archive: str, package: str):
+    try:
+        with zipfile.ZipFile(archive) as z:
+            return _version(z.read(f"{package}/version.py").decode("utf-8"))
+    except (OSError, KeyError, zipfile.BadZipFile):
+        return None
+
+
+def _dir_version(path: list, package: str):
     spec = importlib.machinery.PathFinder.find_spec(package, path)
     if spec is None or not spec.submodule_search_locations:
         return None
     try:
-        with open(os.path.join(list(spec.submodule_search_locations)[0], os.path.basename(member)),
-                  encoding="utf-8") as f:
-            m = _VERSION.search(f.read())
+        with open(os.path.join(list(spec.submodule_search_locations)[0], "version.py"), encoding="utf-8") as f:
+            return _version(f.read())
     except OSError:
         return None
-    return m.group(1) if m else None
 
 
 def _holds_python(archive: str) -> bool:
@@ -67,13 +69,13 @@ def unzipped_path(path: list) -> list:
     and the pyspark/py4j zips when each package is importable, at the same version, from a
     directory elsewhere on ``path``."""
     path = [p for p in path if not (p.endswith(".jar") and os.path.isfile(p) and not _holds_python(p))]
-    zips = [p for p in path if p.endswith(".zip") and os.path.basename(p).startswith(("pyspark", "py4j"))]
+    zips = [p for p in path if p.endswith(".zip") and os.path.basename(p).startswith(_PACKAGES)]
     if not zips:
         return path
     rest = [p for p in path if p not in zips]
-    for package, member in _VERSION_FILES.items():
-        in_zip = next((v for v in (_zip_version(z, member) for z in zips) if v), None)
-        if in_zip is None or _dir_version(rest, package, member) != in_zip:
+    for package in _PACKAGES:
+        in_zip = next((v for v in (_zip_version(z, package) for z in zips) if v), None)
+        if in_zip is None or _dir_version(rest, package) != in_zip:
             return path
     return rest
 
