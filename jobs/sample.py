@@ -47,7 +47,8 @@ def sample_chunk(ctx: StageContext, requests: DataFrame, model_name: str) -> Dat
     # Per-row sampling: the engine merges these over the base settings (udfs.llm.generate).
     with_msgs = with_msgs.withColumn("overrides", F.to_json(F.struct("temperature", "n")))
     gen = llm.generate(with_msgs, key_cols=["question_id", "temperature"], model=model_config(ctx.cfg, model_name),
-                       sampling=base, overrides_col="overrides", cache_dir=ctx.cfg.llm.cache_dir)
+                       sampling=base, overrides_col="overrides", cache_dir=ctx.cfg.llm.cache_dir,
+                       call_timeout_s=ctx.cfg.llm.call_timeout_s)
     return gen.select(
         "question_id", "model", "temperature", F.col("sample_idx").cast("int").alias("sample_idx"),
         F.col("text").alias("response"), row_status().alias("status"),

@@ -139,15 +139,13 @@ def _run(engine, texts, batch_size=4, batches=2):
     for i in range(0, len(texts), per):
         frames.append(pd.DataFrame({"k": [f"k{j}" for j in range(i, min(i + per, len(texts)))],
                                     "messages": [[{"role": "user", "content": t}] for t in texts[i:i + per]]}))
-    import udfs.llm.engines as engines
-
-    orig = engines.get_engine
-    engines.get_engine = lambda cfg: engine
+    orig = gen.get_engine
+    gen.get_engine = lambda cfg: engine
     try:
         out = pd.concat(gen.generate_batches(iter(frames), model_cfg={"label": "m", "batch_size": batch_size},
                                              sampling={}, key_cols=["k"]))
     finally:
-        engines.get_engine = orig
+        gen.get_engine = orig
     return dict(zip(out["k"], zip(out["text"], out["error"])))
 
 

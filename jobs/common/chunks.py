@@ -47,6 +47,7 @@ from pyspark.sql import functions as F
 
 from jobs.common import logs
 from jobs.common.storage import delta_uri, spark_uri
+from udfs.llm.watchdog import NR_CHUNK_PROPERTY, NR_STAGE_PROPERTY
 
 if TYPE_CHECKING:  # pragma: no cover
     from jobs.common.runner import StageContext
@@ -217,6 +218,9 @@ def run_chunks(ctx: "StageContext", plan: StagedPending, fn: Callable[[DataFrame
         if failed.is_set():
             raise RuntimeError("an earlier chunk failed")
         t0 = time.perf_counter()
+        # Thread-local: the chunk's tasks read them to name their stage and chunk in errors.
+        spark.sparkContext.setLocalProperty(NR_STAGE_PROPERTY, ctx.stage)
+        spark.sparkContext.setLocalProperty(NR_CHUNK_PROPERTY, f"{chunk.index + 1}/{n_chunks}")
         part = spark.read.schema(plan.schema).parquet(*chunk.files)
         # Building the plan pickles the stage's UDFs (cloudpickle walks sys.modules), which races
         # with another chunk thread's imports ("dictionary changed size during iteration"): plans

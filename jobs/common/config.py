@@ -229,6 +229,11 @@ class ModelConfig(_Model):
 class LLMConfig(_Model):
     models: dict[str, ModelConfig] = Field(default_factory=lambda: {"default": ModelConfig()})
     cache_dir: Optional[str] = Field(None, description="where the bundled model is unpacked; default ~/.cache/nr")
+    call_timeout_s: Optional[float] = Field(
+        None, gt=0, description="deadline of one engine call in seconds; when it passes, the task fails naming its "
+                                "stage, chunk, model and requests in flight, and a re-run resumes. Default: 600 s plus "
+                                "0.02 s per token the call asks for (prompt and completion), which only a call that "
+                                "stopped making progress reaches")
     retry_llm_errors: bool = Field(
         True, description="a re-run of an LLM stage regenerates its rows with status llm_error (the engine failed "
                           "them after its own retries, e.g. during a server outage); false keeps them as they are")

@@ -144,6 +144,7 @@ def generate(
     parser: Optional[str] = None,
     route_col: Optional[str] = None,
     routes: Optional[Mapping[str, tuple[str, SamplingConfig]]] = None,
+    call_timeout_s: Optional[float] = None,
 ) -> DataFrame:
     """keys (+ prompt_name/prompt_hash when present) + sample_idx, model, text, token counts,
     finish_reason, first_token_logprobs, error: one row per (key, sample).
@@ -184,7 +185,7 @@ def generate(
     fn = functools.partial(
         generate_batches, model_cfg=model_cfg, sampling=sampling.model_dump(mode="json") if sampling else {},
         key_cols=list(key_cols), messages_col=messages_col, overrides_col=overrides_col, passthrough=passthrough,
-        prompt=prompt, parser=parser, route_col=route_col, routes=route_cfg,
+        prompt=prompt, parser=parser, route_col=route_col, routes=route_cfg, call_timeout_s=call_timeout_s,
     )
     schema = output_schema(df, key_cols, passthrough)
     if parser:

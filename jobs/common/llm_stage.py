@@ -51,6 +51,7 @@ def generate_rows(
         parser=parser,
         route_col=route_col,
         routes=routes,
+        call_timeout_s=ctx.cfg.llm.call_timeout_s,
     )
 
 

@@ -85,6 +85,25 @@ def get_engine(model_cfg: dict) -> Engine:
     return eng
 
 
+def discard_engine(model_cfg: dict, why: str = "") -> None:
+    """Forget the engine built for ``model_cfg`` and shut it down: a call broke it (or outlived
+    its deadline), so the next ``get_engine`` builds a fresh one, in this task or in Spark's
+    retry of it in this worker."""
+    key = config_hash(model_cfg)
+    eng = _ENGINES.pop(key, None)
+    if eng is None:
+        return
+    msg = f"nr: discarding engine {key} ({model_cfg.get('label') or model_cfg.get('model')}) in pid {os.getpid()}: {why}"
+    log.warning(msg)
+    print(msg, file=sys.stderr, flush=True)
+    close = getattr(eng, "close", None)
+    if close is not None:
+        try:
+            close()
+        except Exception as e:  # a broken engine may not shut down cleanly; it is dropped either way
+            log.warning("closing the discarded engine: %s", e)
+
+
 def engine_constructions() -> dict[str, int]:
     """Engines built in this process, per config hash (tests use it to prove one per worker)."""
     return dict(_CONSTRUCTIONS)

@@ -10,6 +10,7 @@ to find the rows at fault), and a ``FatalEngineError`` fails the task so Spark r
 """
 from __future__ import annotations
 
+import contextlib
 import json
 import logging
 from typing import Iterator, Optional, Sequence
@@ -18,6 +19,9 @@ import numpy as np
 import pandas as pd
 
 from udfs.llm.base import Completion, FatalEngineError, Sampling
+from udfs.llm.engines import discard_engine, get_engine
+from udfs.llm.gpu import prepare_task_gpus
+from udfs.llm.watchdog import deadline, default_timeout_s, task_place
 
 log = logging.getLogger(__name__)
 
@@ -50,20 +54,92 @@ def _sampling(base: Sampling, override) -> Sampling:
 GATHER_ROWS = 8192
 
 
-def _chat_rows(engine, convs, samplings) -> list[list[Completion]]:
+class EngineSlot:
+    """A task's engine: built on first use (a task over an empty partition loads no model),
+    every call under a deadline (``udfs.llm.watchdog``), and discarded after a call that broke
+    it, so that the next call (or Spark's retry of the task in this worker) gets a fresh one."""
+
+    def __init__(self, model_cfg: dict, call_timeout_s: Optional[float] = None, rows: int = 1):
+        self.model_cfg = model_cfg
+        self.call_timeout_s = call_timeout_s
+        self.label = model_cfg.get("label") or model_cfg.get("model")
+        self._prepared: Optional[dict] = None
+        self._engine = None
+        self.rebuilds = 0
+        # Bisecting a call around one bad row breaks the engine once per level: log2(rows) + 1.
+        self.max_rebuilds = 3 * max(1, int(np.ceil(np.log2(rows + 1))))
+
+    @property
+    def engine(self):
+        if self._engine is None:
+            if self._prepared is None:
+                self._prepared = prepare_task_gpus(self.model_cfg)
+            self._engine = get_engine(self._prepared)
+        return self._engine
+
+    def discard(self, why: BaseException) -> None:
+        """Never use this engine again (``udfs.llm.engines.discard_engine``)."""
+        if self._engine is None:
+            return
+        self._engine = None
+        discard_engine(self._prepared, f"{type(why).__name__}: {why}"[:500])
+
+    def timeout_s(self, convs: Sequence[list[dict]], samplings: Sequence[Sampling]) -> float:
+        if self.call_timeout_s:
+            return float(self.call_timeout_s)
+        return default_timeout_s(sum(prompt_chars(c) for c in convs),
+                                 sum(int(s.max_tokens) * max(1, int(s.n)) for s in samplings))
+
+    def describe(self, engine, convs: Sequence, seconds: float) -> str:
+        stage, chunk = task_place()
+        in_flight = len(convs)
+        probe = getattr(engine, "in_flight", None)
+        if probe is not None:
+            with contextlib.suppress(Exception):
+                in_flight = int(probe())
+        return (f"[{stage}] chunk {chunk}: a {self.label} call of {len(convs)} conversation(s) exceeded its "
+                f"{seconds:g} s deadline with {in_flight} request(s) in flight (llm.call_timeout_s sets it); "
+                f"the task fails and a re-run resumes after the last committed chunk")
+
+    def chat(self, convs: Sequence[list[dict]], samplings: Sequence[Sampling]) -> list[list[Completion]]:
+        engine = self.engine
+        seconds = self.timeout_s(convs, samplings)
+        with deadline(seconds, lambda: self.describe(engine, convs, seconds)):
+            return engine.chat(convs, samplings)
+
+    def broken_by(self, error: BaseException) -> bool:
+        """Whether the failed call left the engine unusable. An engine that keeps state across
+        calls says so itself (vLLM: requests still queued after a step raised); engines without
+        such state (one HTTP request or one ``generate`` per call) are never broken by a row."""
+        probe = getattr(self._engine, "broken_by", None)
+        return bool(probe(error)) if probe is not None else False
+
+
+def _chat_rows(slot: EngineSlot, convs, samplings) -> list[list[Completion]]:
     try:
-        return engine.chat(convs, samplings)
-    except FatalEngineError:
+        return slot.chat(convs, samplings)
+    except FatalEngineError as e:
+        slot.discard(e)
         raise
     except MemoryError as e:
+        slot.discard(e)
         raise FatalEngineError(f"out of memory: {e}") from e
     except Exception as batch_error:  # find the row(s) at fault instead of failing them all
+        if slot.broken_by(batch_error):
+            # Never call a broken engine again: vLLM would spin on the failed call's requests.
+            slot.discard(batch_error)
+            slot.rebuilds += 1
+            if slot.rebuilds > slot.max_rebuilds:
+                raise FatalEngineError(
+                    f"the {slot.label} engine broke on {slot.rebuilds} calls in this task (more than bisecting "
+                    f"around a few bad rows needs); last error: {type(batch_error).__name__}: {batch_error}"
+                ) from batch_error
         if len(convs) == 1:
             n = max(1, samplings[0].n)
             msg = f"{type(batch_error).__name__}: {batch_error}"[:2000]
             return [[Completion("", 0, 0, "error", error=msg) for _ in range(n)]]
         half = len(convs) // 2  # bisect: a bad row costs log2(call) retried calls, not one call per row
-        return _chat_rows(engine, convs[:half], samplings[:half]) + _chat_rows(engine, convs[half:], samplings[half:])
+        return _chat_rows(slot, convs[:half], samplings[:half]) + _chat_rows(slot, convs[half:], samplings[half:])
 
 
 def prompt_chars(conv: list[dict]) -> int:
@@ -115,6 +191,7 @@ def generate_batches(
     parser: Optional[str] = None,
     route_col: Optional[str] = None,
     routes: Optional[dict] = None,
+    call_timeout_s: Optional[float] = None,
 ) -> Iterator[pd.DataFrame]:
     """With ``prompt`` (a prompt name), the conversations are rendered here from the row's
     fields instead of read from ``messages_col``; with ``parser``, every completion is parsed
@@ -124,9 +201,10 @@ def generate_batches(
     With ``routes`` (``{route: {"prompt": name, "sampling": dict}}``), each row's prompt and
     sampling are those of its ``route_col`` value: rows of several kinds share one pass and
     one engine call (a second concurrent generation task in the same job would start a second
-    worker, and with it a second engine)."""
-    from udfs.llm.engines import get_engine
-    from udfs.llm.gpu import prepare_task_gpus
+    worker, and with it a second engine).
+
+    Every engine call runs under a deadline (``call_timeout_s``, else one derived from the
+    tokens it asks for), and an engine that a call broke is rebuilt (``EngineSlot``)."""
     from udfs.llm.prompts import load_prompt
 
     label = model_cfg.get("label") or model_cfg.get("model")
@@ -135,13 +213,11 @@ def generate_batches(
     if routes:
         templates = {k: load_prompt(v["prompt"]) for k, v in routes.items()}
         bases = {k: Sampling.from_dict(v["sampling"]) for k, v in routes.items()}
-    engine = None
+    slot = None
     cols = list(key_cols) + list(passthrough) + [f.strip().split(" ")[0] for f in OUTPUT_FIELDS.split(", ")]
     for pdf in _gathered(batches):
-        if engine is None:
-            # Built on the first row, not at task start: a task over an empty partition
-            # (a selection that kept nothing) must not load a model.
-            engine = get_engine(prepare_task_gpus(model_cfg))
+        if slot is None:
+            slot = EngineSlot(model_cfg, call_timeout_s, len(pdf))
         records = pdf.to_dict("records")
         if routes:
             convs = [templates[r[route_col]].render(r) for r in records]
@@ -150,11 +226,11 @@ def generate_batches(
             convs = [template.render(r) if template else _messages(r[messages_col]) for r in records]
             samplings = [_sampling(base, r.get(overrides_col)) if overrides_col else base for r in records]
         order = length_order(convs)
-        per_call = prompts_per_call(engine, model_cfg, len(records))
+        per_call = prompts_per_call(slot.engine, model_cfg, len(records))
         rows = []
         for start in range(0, len(order), per_call):
             idx = order[start : start + per_call]
-            results = _chat_rows(engine, [convs[i] for i in idx], [samplings[i] for i in idx])
+            results = _chat_rows(slot, [convs[i] for i in idx], [samplings[i] for i in idx])
             for i, samples in zip(idx, results):
                 r = records[i]
                 for sample_idx, c in enumerate(samples):

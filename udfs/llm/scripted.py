@@ -6,6 +6,11 @@
       ``finish_reason``, ``first_token_logprobs``, ``error``);
   ``fail_on``: a substring of the prompt that makes that row fail (per-row error);
   ``fatal_on``: a substring of the prompt that raises ``FatalEngineError`` (fails the task);
+  ``step_error_on``: a substring of the prompt that makes the call raise as a vLLM step does:
+      the call's requests stay queued and every later call on this engine spins forever
+      (``broken_by`` says so, as ``VLLMEngine.broken_by`` does);
+  ``sleep_on``: a substring of the prompt that makes the call sleep ``sleep_s`` seconds
+      (default: forever), a call that stopped making progress;
   ``reward``: ``"module:function"``, ``reward(messages) -> float`` for ``ScriptedEngine.reward``
       (default: a hash of the conversation mapped into [-1, 1]).
 """
@@ -13,6 +18,7 @@ from __future__ import annotations
 
 import hashlib
 import importlib
+import time
 from typing import Callable, Sequence
 
 from udfs.llm.base import Completion, Conversation, FatalEngineError, Sampling
@@ -49,12 +55,40 @@ class ScriptedEngine:
         self._fail_on = kw.get("fail_on")
         self._fatal_on = kw.get("fatal_on")
         self._reward = _load(kw["reward"]) if kw.get("reward") else hashed_reward
+        self._step_error_on = kw.get("step_error_on")
+        self._sleep_on = kw.get("sleep_on")
+        self._sleep_s = float(kw.get("sleep_s") or float("inf"))
+        self.queued = 0  # requests a failed step left behind
+        self.running = 0  # requests of the call under way
+
+    def broken_by(self, error: BaseException) -> bool:
+        return self.queued > 0
+
+    def in_flight(self) -> int:
+        return self.queued + self.running
+
+    def _stand_in_faults(self, prompts: list[str]) -> None:
+        if self.queued:
+            while True:  # vLLM's step loop over requests a failed step left: never returns
+                time.sleep(0.01)
+        if self._step_error_on and any(self._step_error_on in p for p in prompts):
+            self.queued = len(prompts)
+            raise RuntimeError("scripted failure inside a model step")
+        if self._sleep_on and any(self._sleep_on in p for p in prompts):
+            end = time.monotonic() + self._sleep_s
+            while time.monotonic() < end:
+                time.sleep(0.01)
 
     @staticmethod
     def count_tokens(text: str) -> int:
         return len(text.split())
 
     def chat(self, conversations: Sequence[Conversation], sampling: Sequence[Sampling]) -> list[list[Completion]]:
+        self.running = len(conversations)
+        try:
+            self._stand_in_faults(["\n".join(m.get("content", "") for m in conv) for conv in conversations])
+        finally:
+            self.running = 0
         out = []
         for conv, s in zip(conversations, sampling):
             prompt = "\n".join(m.get("content", "") for m in conv)

@@ -282,6 +282,21 @@ class VLLMEngine:
                 results[i] = completions_from_output(out, want_logprobs=want_lp, truncated=truncated)
         return results  # type: ignore[return-value]
 
+    def in_flight(self) -> int:
+        """Requests the engine holds that have not finished."""
+        return int(self.llm.llm_engine.get_num_unfinished_requests())
+
+    def broken_by(self, error: BaseException) -> bool:
+        """Whether ``error`` left this engine unusable. vLLM aborts the requests of a call whose
+        input it rejects (a prompt over the context, a bad schema) before raising: nothing is
+        left queued and the engine serves the next call. An exception inside a step leaves the
+        call's requests queued, with scheduler state the failed step never settled; the next
+        call's step loop then spins on them forever, so such an engine is rebuilt."""
+        try:
+            return bool(self.llm.llm_engine.has_unfinished_requests())
+        except Exception:  # cannot even ask: treat as broken
+            return True
+
     def reward(self, conversations: Sequence[Conversation]) -> list[float]:
         """One scalar per (prompt, response) conversation from a reward or sequence-classification
         model loaded with ``engine_kwargs: {runner: pooling}``: the last token's first value of
