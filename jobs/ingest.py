@@ -9,6 +9,7 @@ the source, the path, and the file and column where they are known.
 """
 from __future__ import annotations
 
+import logging
 import sys
 
 from pyspark.sql import Column, DataFrame
@@ -16,6 +17,8 @@ from pyspark.sql import functions as F
 
 from jobs.common.config import IngestConfig, SourceConfig
 from jobs.common.runner import StageContext
+
+log = logging.getLogger("nr")
 
 NAME = "ingest"
 INPUTS: list[str] = []
@@ -91,6 +94,10 @@ def read_source(ctx: StageContext, src: SourceConfig) -> DataFrame:
         else:
             df = (ctx.spark.read.option("mode", "PERMISSIVE").option("columnNameOfCorruptRecord", CORRUPT)
                   .json(path))
+        if not df.columns and src.format == "jsonl":
+            # JSONL files with no line at all: no schema to infer, and no rows to lose
+            log.warning("%s: no rows (the files are empty)", label)
+            df = ctx.spark.createDataFrame([], _empty_jsonl_schema(src))
         df.schema  # noqa: B018  resolve now, so a read error is reported here, with the path
     except Exception as e:
         detail = _first_line(e)
@@ -103,6 +110,11 @@ def read_source(ctx: StageContext, src: SourceConfig) -> DataFrame:
                 detail = "; ".join(conflicts[:5]) + f" ({detail})"
         raise SourceError(f"{label}: cannot be read: {detail}") from e
     return df
+
+
+def _empty_jsonl_schema(src: SourceConfig) -> str:
+    return ", ".join(f"`{c}` string" for c in dict.fromkeys([src.text_col, *([src.url_col] if src.url_col else []),
+                                                                  *src.keep_cols]))
 
 
 def normalize_source(df: DataFrame, src: SourceConfig, path: str = "") -> DataFrame:

@@ -271,6 +271,10 @@ def distributions(r: Report) -> dict:
     return out
 
 
+# PCA to two components needs a covariance of at least 2 rows; 3 points make a map worth drawing.
+MIN_MAP_POINTS = 3
+
+
 def embedding_map(r: Report) -> Optional[dict]:
     """A 2-D PCA of the embeddings table (Spark ML, distributed), drawn from a seeded sample."""
     if not r.store.exists(EMBEDDINGS_TABLE):
@@ -295,8 +299,10 @@ def embedding_map(r: Report) -> Optional[dict]:
         first = emb.agg(F.min("model").alias("m")).collect()[0]["m"]
         emb = emb.where(F.col("model") == first)
     vec = emb.select(key, array_to_vector(F.col(arrays[0]).cast("array<double>")).alias("v"))
-    if not vec.limit(1).count():
-        r.notes.append(f"{EMBEDDINGS_TABLE}: no usable embedding; the embedding map is left out")
+    have = vec.limit(MIN_MAP_POINTS).count()
+    if have < MIN_MAP_POINTS:
+        r.notes.append(f"{EMBEDDINGS_TABLE}: {have} usable embedding(s); the embedding map (a 2-D PCA) needs at "
+                       f"least {MIN_MAP_POINTS} and is left out")
         return None
     model = PCA(k=2, inputCol="v", outputCol="pc").fit(vec)
     sample = (vec.orderBy(F.xxhash64(F.col(key), F.lit(r.rcfg.seed)), key).limit(r.rcfg.embedding_points))

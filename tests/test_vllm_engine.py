@@ -486,3 +486,28 @@ def test_real_engine_on_gpu():
     assert c.first_token_logprobs and yes_no_score(c.first_token_logprobs) is not None
     [[j]] = eng.chat([_ask("Is 7 prime? Reply in JSON.")], [Sampling(max_tokens=64, json_schema=VERDICT)])
     assert json.loads(j.text)["verdict"] in ("Yes", "No")
+
+
+@needs_vllm
+def test_a_real_step_error_rebuilds_the_engine_and_every_row_is_generated():
+    """vLLM 0.32's CPU step error, brought back on purpose: chunked prefill with a small token
+    budget makes seeded samples at temperature > 0 straddle steps, and the step raises
+    ("CPU Generator does not use offset") with the call's requests still queued. The engine is
+    discarded and rebuilt before every retried call (a reused one would spin forever), and
+    bisecting gets every row generated. Our CPU default turns chunked prefill off instead
+    (``engine_args``); a vLLM that fixed the bug passes too, with one engine."""
+    from udfs.llm import engines
+    from udfs.llm.generate import generate_batches
+
+    cfg = dict(TEST_MODEL, label=f"rebuild-{id(object())}",
+               engine_kwargs={**TEST_MODEL["engine_kwargs"], "enable_chunked_prefill": True,
+                              "max_num_batched_tokens": 256})
+    texts = [f"Question {i}: why is the sum of the first {i + 3} odd numbers a perfect square?" for i in range(8)]
+    frame = pd.DataFrame({"k": [f"k{i}" for i in range(8)], "messages": [_ask(t) for t in texts],
+                          "ov": [json.dumps({"temperature": 0.8, "n": 2})] * 8})
+    # the deadline is the net under the test: a reused broken engine would spin until it
+    out = pd.concat(generate_batches(iter([frame]), model_cfg=cfg, sampling={"max_tokens": 16, "seed": 0},
+                                     key_cols=["k"], overrides_col="ov", call_timeout_s=240))
+    assert len(out) == 16 and out["error"].isna().all(), out["error"].dropna().tolist()
+    assert (out["completion_tokens"] > 0).all()
+    assert engines.engine_constructions()[engines.config_hash(cfg)] >= 1

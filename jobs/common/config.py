@@ -16,6 +16,8 @@ from typing import Any, Literal, Optional
 import yaml
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
 
+from udfs.parsers import AXES
+
 REPO_ROOT = Path(__file__).resolve().parents[2]
 
 
@@ -250,13 +252,34 @@ class _DocumentPromptConfig(_Model):
     max_doc_chars: int = Field(6000, ge=100, description="document text beyond this is cut before prompting")
 
 
+# The rank keys of annotate.select (the other keys are axes of udfs.parsers.AXES).
+RANK_KEYS = ("top_fraction", "top_n")
+
+
 class AnnotateConfig(_DocumentPromptConfig):
     prompt: str = "annotate"
     sampling: SamplingConfig = Field(default_factory=lambda: SamplingConfig(max_tokens=256))
-    select: dict[str, int] = Field(
+    select: dict[str, int | float] = Field(
         default_factory=lambda: {"complexity": 4, "reasoning": 4},
-        description="axis -> minimum score a document needs to go to synthesis (default: full marks)",
+        description="which documents go to synthesis. Axis -> minimum score (default: full marks on "
+                    "complexity and reasoning); with top_fraction (of the documents annotated) or top_n, the "
+                    "documents that pass the minimums are ranked by the sum of the named axes (complexity + "
+                    "reasoning when none is named), ties by doc_id, and the first ones kept",
     )
+
+    @field_validator("select")
+    @classmethod
+    def _check_select(cls, v: dict) -> dict:
+        unknown = set(v) - set(AXES) - set(RANK_KEYS)
+        if unknown:
+            raise ValueError(f"unknown keys {sorted(unknown)}; axes: {list(AXES)}, rank: {list(RANK_KEYS)}")
+        if all(k in v for k in RANK_KEYS):
+            raise ValueError("top_fraction and top_n cannot both be set")
+        if "top_fraction" in v and not 0 < v["top_fraction"] <= 1:
+            raise ValueError(f"top_fraction must be in (0, 1], got {v['top_fraction']}")
+        if "top_n" in v and (v["top_n"] < 0 or v["top_n"] != int(v["top_n"])):
+            raise ValueError(f"top_n must be a whole number >= 0, got {v['top_n']}")
+        return v
 
 
 class SynthesizeConfig(_DocumentPromptConfig):

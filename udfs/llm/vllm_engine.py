@@ -158,8 +158,8 @@ def engine_args(model_cfg: dict, model_path: str, on_gpu: bool, cpu_free_bytes: 
     float32 elsewhere.
 
     >>> a = engine_args({"max_model_len": 1024}, "/m", on_gpu=False, cpu_bf16=True)
-    >>> a["dtype"], a["enforce_eager"], "tensor_parallel_size" in a
-    ('float32', True, False)
+    >>> a["dtype"], a["enforce_eager"], a["enable_chunked_prefill"], "tensor_parallel_size" in a
+    ('float32', True, False, False)
     >>> [engine_args({"dtype": NATIVE_BF16}, "/m", False, cpu_bf16=b)["dtype"] for b in (True, False)]
     ['bfloat16', 'float32']
     >>> engine_args({"tensor_parallel_size": 2, "dtype": "bfloat16"}, "/m", on_gpu=True)["tensor_parallel_size"]
@@ -192,6 +192,15 @@ def engine_args(model_cfg: dict, model_path: str, on_gpu: bool, cpu_free_bytes: 
         explicit = "kv_cache_memory_bytes" in engine_kwargs or os.environ.get("VLLM_CPU_KVCACHE_SPACE")
         args["kv_cache_memory_bytes"] = (CPU_KV_CACHE_BYTES if explicit
                                          else fit_kv_cache(CPU_KV_CACHE_BYTES, cpu_free_bytes))
+        # No chunked prefill on CPU: vLLM's model runner (0.32) drops the token it sampled for a
+        # request whose prompt a step only partly prefilled and rewinds that request's seeded
+        # generator with ``set_offset``, which a CPU ``torch.Generator`` does not have
+        # ("RuntimeError: CPU Generator does not use offset"). Any seeded request at
+        # temperature > 0 whose prompt straddles a step's token budget (sample's n=2 children
+        # at 0.8, 108 requests of ~100 tokens against 4,096 per step) raised it inside a step,
+        # and the engine was left holding the step's requests. Whole prompts per step never
+        # discard a sampled token.
+        args["enable_chunked_prefill"] = False
     args.update(engine_kwargs)
     return args
 
