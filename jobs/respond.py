@@ -20,11 +20,11 @@ def respond_chunk(ctx: StageContext, questions: DataFrame, model_name: str) -> D
     cfg = ctx.cfg.respond
     s = cfg.sampling
     gen = generate_rows(ctx, questions.select("question_id", "question"), prompt=cfg.prompt, model_name=model_name,
-                        sampling=s, key_cols=["question_id"])
+                        sampling=s, key_cols=["question_id"], echo=True)
     return gen.select(
         "question_id", "model", F.col("sample_idx").cast("int").alias("sample_idx"),
         F.col("text").alias("response"),
-        row_status().alias("status"),
+        row_status(echo=True).alias("status"),
         F.lit(float(s.temperature)).alias("temperature"), F.lit(float(s.top_p)).alias("top_p"),
         F.lit(int(s.max_tokens)).alias("max_tokens"),
         "prompt_name", "prompt_hash", "prompt_tokens", "completion_tokens", "finish_reason", "error",

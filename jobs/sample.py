@@ -13,7 +13,8 @@ import sys
 from pyspark.sql import DataFrame
 from pyspark.sql import functions as F
 
-from jobs.common.llm_stage import model_config, row_status, usable_questions
+from jobs.common.config import SamplingConfig
+from jobs.common.llm_stage import generate_rows, model_config, row_status, usable_questions
 from jobs.common.runner import StageContext
 
 NAME = "sample"
@@ -38,20 +39,16 @@ def sample_questions(ctx: StageContext) -> DataFrame:
 
 def sample_chunk(ctx: StageContext, requests: DataFrame, model_name: str) -> DataFrame:
     """(question_id, question, temperature, n) requests -> one row per sample."""
-    from jobs.common import llm
-    from jobs.common.config import SamplingConfig
-
     cfg = ctx.cfg.self_sample
     base = SamplingConfig(temperature=0.0, top_p=cfg.top_p, max_tokens=cfg.max_tokens, n=1, seed=cfg.seed)
-    with_msgs = llm.with_prompt(requests.select("question_id", "question", "temperature", "n"), cfg.prompt)
     # Per-row sampling: the engine merges these over the base settings (udfs.llm.generate).
-    with_msgs = with_msgs.withColumn("overrides", F.to_json(F.struct("temperature", "n")))
-    gen = llm.generate(with_msgs, key_cols=["question_id", "temperature"], model=model_config(ctx.cfg, model_name),
-                       sampling=base, overrides_col="overrides", cache_dir=ctx.cfg.llm.cache_dir,
-                       call_timeout_s=ctx.cfg.llm.call_timeout_s)
+    rows = requests.select("question_id", "question", "temperature",
+                           F.to_json(F.struct("temperature", "n")).alias("overrides"))
+    gen = generate_rows(ctx, rows, prompt=cfg.prompt, model_name=model_name, sampling=base,
+                        key_cols=["question_id", "temperature"], overrides_col="overrides", echo=True)
     return gen.select(
         "question_id", "model", "temperature", F.col("sample_idx").cast("int").alias("sample_idx"),
-        F.col("text").alias("response"), row_status().alias("status"),
+        F.col("text").alias("response"), row_status(echo=True).alias("status"),
         F.lit(float(cfg.top_p)).alias("top_p"), F.lit(int(cfg.max_tokens)).alias("max_tokens"),
         F.lit(int(cfg.seed)).alias("seed"),
         "prompt_name", "prompt_hash", "prompt_tokens", "completion_tokens", "finish_reason", "error",

@@ -26,17 +26,26 @@ def synthesize_chunk(ctx: StageContext, docs: DataFrame) -> DataFrame:
     rows = docs.select("doc_id", F.substring("text", 1, cfg.max_doc_chars).alias("text"))
     sampling = structured(cfg.sampling, "question", cfg.structured_output)
     p = generate_rows(ctx, rows, prompt=cfg.prompt, model_name=cfg.model, sampling=sampling, key_cols=["doc_id"],
-                      parser="question")
+                      parser="question", echo=True)
+    status = row_status(F.col("p.status"), echo=True)
+    # A reference answer that only restates the question answers nothing.
+    status = F.when((status == "ok") & (_plain(F.col("p.reference_answer")) == _plain(F.col("p.question"))),
+                    F.lit("reference_is_question")).otherwise(status)
     return p.select(
         content_key_col(F.col("doc_id"), F.col("p.question")).alias("question_id"),
         "doc_id",
-        row_status(F.col("p.status")).alias("status"),
+        status.alias("status"),
         F.col("p.question").alias("question"),
         F.col("p.reference_answer").alias("reference_answer"),
         F.coalesce(F.col("p.answer_bucket"), F.lit("none")).alias("answer_bucket"),
         F.col("text").alias("raw_output"),
         "model", "prompt_name", "prompt_hash", "prompt_tokens", "completion_tokens", "finish_reason", "error",
     )
+
+
+def _plain(c):
+    """Lower case, letters and digits only: "What is X?" and "what is x" compare equal."""
+    return F.regexp_replace(F.lower(c), r"[^\p{L}\p{N}]+", "")
 
 
 def run(ctx: StageContext) -> None:

@@ -6,6 +6,7 @@ forever; ``sleep_on`` is a call that stops making progress.
 """
 from __future__ import annotations
 
+import re
 import threading
 import time
 import uuid
@@ -100,3 +101,74 @@ def test_a_call_stuck_in_native_code_ends_the_worker_after_the_grace_period():
 
 def test_the_default_deadline_grows_with_the_tokens_asked_for():
     assert default_timeout_s(0, 0) < default_timeout_s(30_000, 0) < default_timeout_s(30_000, 10_000)
+
+
+# --- in a stage: the same faults under Spark --------------------------------------------------
+
+STEP_FAULT, HANG = "STEPFAULT", "HANGHERE"
+PAGES = [f"page {i} {STEP_FAULT if i == 3 else ''}: we derive the result step by step, therefore the claim "
+         "holds because of the bound. " * 4 for i in range(8)]
+
+
+def _stage_config(root, src, *extra):
+    import json
+
+    from jobs.common.config import load_config
+
+    return load_config(None, [
+        f"storage.root={root}", "pipeline.progress=false", "pipeline.chunk_rows=4",
+        "ingest.sources=" + json.dumps([{"name": "pages", "path": str(src), "format": "jsonl"}]),
+        "llm.models=" + json.dumps({"default": {"engine": "scripted", "label": "scripted", "engine_kwargs": {
+            "script": "udfs.llm.scripted_pipeline:respond", "step_error_on": STEP_FAULT, "sleep_on": HANG}}}),
+        *extra])
+
+
+def _pages(tmp_path, pages):
+    import json
+
+    src = tmp_path / "pages.jsonl"
+    src.write_text("".join(json.dumps({"url": f"u{i}", "text": t}) + "\n" for i, t in enumerate(pages)))
+    return src
+
+
+def test_a_stage_whose_engine_breaks_inside_a_step_completes_with_the_row_at_fault_failed(spark, tmp_path):
+    from jobs.common.runner import run_stage
+    from jobs.common.storage import TableStore
+
+    src, root = _pages(tmp_path, PAGES), str(tmp_path / "root")
+    cfg = _stage_config(root, src, "llm.call_timeout_s=60")
+    run_stage(cfg, "ingest", spark=spark)
+    t0 = time.monotonic()
+    row = run_stage(cfg, "annotate", spark=spark)
+    assert row["status"] == "ok" and time.monotonic() - t0 < 60
+    got = {r.doc_id: (r.status, r.error) for r in TableStore(spark, cfg.storage).read("annotations").collect()}
+    failed = {k: v for k, v in got.items() if v[0] == "llm_error"}
+    assert len(got) == 8 and len(failed) == 1 and "inside a model step" in next(iter(failed.values()))[1]
+    assert row["counts"]["failed_llm_error"] == 1
+
+
+def test_a_stage_whose_call_hangs_fails_at_the_deadline_naming_stage_and_chunk_and_resumes(spark, tmp_path):
+    from jobs.common.runner import run_stage
+    from jobs.common.storage import TableStore
+
+    pages = [p.replace(STEP_FAULT, "") for p in PAGES]
+    pages[6] = pages[6] + HANG  # in the second chunk (4 rows a chunk, in doc order)
+    src, root = _pages(tmp_path, pages), str(tmp_path / "root")
+    run_stage(_stage_config(root, src), "ingest", spark=spark)
+    t0 = time.monotonic()
+    deadline_error = (r"\[annotate\] chunk [12]/2: a scripted call of \d+ conversation\(s\) exceeded its 3 s "
+                      r"deadline with \d+ request\(s\) in flight")
+    with pytest.raises(Exception, match=deadline_error):
+        run_stage(_stage_config(root, src, "llm.call_timeout_s=3"), "annotate", spark=spark)
+    assert time.monotonic() - t0 < 90
+    store = TableStore(spark, _stage_config(root, src).storage)
+    failed = store.read("runs").where("stage = 'annotate'").collect()
+    assert [r.status for r in failed] == ["failed"] and re.search(deadline_error, failed[0].error)
+    done = store.read("annotations").count() if store.exists("annotations") else 0
+    assert done in (0, 4)  # the other chunk may have committed before the failure
+    # the hang is gone (a server back, a fixed engine): the re-run resumes and finishes
+    cfg = _stage_config(root, src)
+    cfg.llm.models["default"].engine_kwargs.pop("sleep_on")
+    row = run_stage(cfg, "annotate", spark=spark)
+    assert row["status"] == "ok" and store.read("annotations").count() == 8
+    assert row["counts"]["out"] == 8 - done

@@ -145,6 +145,7 @@ def generate(
     route_col: Optional[str] = None,
     routes: Optional[Mapping[str, tuple[str, SamplingConfig]]] = None,
     call_timeout_s: Optional[float] = None,
+    echo: bool = False,
 ) -> DataFrame:
     """keys (+ prompt_name/prompt_hash when present) + sample_idx, model, text, token counts,
     finish_reason, first_token_logprobs, error: one row per (key, sample).
@@ -186,6 +187,7 @@ def generate(
         generate_batches, model_cfg=model_cfg, sampling=sampling.model_dump(mode="json") if sampling else {},
         key_cols=list(key_cols), messages_col=messages_col, overrides_col=overrides_col, passthrough=passthrough,
         prompt=prompt, parser=parser, route_col=route_col, routes=route_cfg, call_timeout_s=call_timeout_s,
+        echo=echo,
     )
     schema = output_schema(df, key_cols, passthrough)
     if parser:

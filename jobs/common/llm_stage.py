@@ -13,6 +13,7 @@ from pyspark.sql import functions as F
 
 from jobs.common.config import ModelConfig, PipelineConfig, SamplingConfig
 from jobs.common.runner import StageContext
+from udfs.echo import ECHO_THRESHOLD
 from udfs.keys import SEP
 
 GEN_META = ["model", "prompt_name", "prompt_hash", "prompt_tokens", "completion_tokens", "finish_reason", "error"]
@@ -33,6 +34,8 @@ def generate_rows(
     parser: Optional[str] = None,
     route_col: Optional[str] = None,
     routes: Optional[Mapping[str, tuple[str, SamplingConfig]]] = None,
+    echo: bool = False,
+    overrides_col: Optional[str] = None,
 ) -> DataFrame:
     """Render ``prompt`` from ``df``'s columns and generate; returns keys + prompt_name/prompt_hash
     + sample_idx + generation columns, and with ``parser`` the ``p`` struct of ``parsed``.
@@ -52,6 +55,8 @@ def generate_rows(
         route_col=route_col,
         routes=routes,
         call_timeout_s=ctx.cfg.llm.call_timeout_s,
+        echo=echo,
+        overrides_col=overrides_col,
     )
 
 
@@ -64,18 +69,22 @@ def structured(sampling: SamplingConfig, parser: str, enabled: bool) -> Sampling
     return sampling.model_copy(update={"json_schema": SCHEMAS[parser]})
 
 
-def row_status(parsed_status: Optional[Column] = None) -> Column:
+def row_status(parsed_status: Optional[Column] = None, echo: bool = False) -> Column:
+    """``ok`` or the row's one reason. With ``echo`` (generations asked for with ``echo``), a
+    row whose text only repeats the prompt's instructions is ``echoes_prompt`` (``udfs.echo``)."""
     base = (
         F.when(F.col("error").isNotNull(), F.lit("llm_error"))
         .when(F.col("finish_reason") == "too_long", F.lit("too_long"))
     )
+    echoed = F.coalesce(F.col("prompt_overlap") >= ECHO_THRESHOLD, F.lit(False)) if echo else F.lit(False)
     if parsed_status is None:
         return (
             base.when(F.coalesce(F.length(F.trim(F.col("text"))), F.lit(0)) == 0, F.lit("empty"))
+            .when(echoed, F.lit("echoes_prompt"))
             .when(F.col("finish_reason") == "length", F.lit("truncated"))
             .otherwise(F.lit("ok"))
         )
-    return base.otherwise(parsed_status)
+    return base.when((parsed_status == "ok") & echoed, F.lit("echoes_prompt")).otherwise(parsed_status)
 
 
 def content_key_col(*cols: Column) -> Column:

@@ -18,6 +18,7 @@ from typing import Iterator, Optional, Sequence
 import numpy as np
 import pandas as pd
 
+from udfs.echo import instruction_bigrams, prompt_overlap
 from udfs.llm.base import Completion, FatalEngineError, Sampling
 from udfs.llm.engines import discard_engine, get_engine
 from udfs.llm.gpu import prepare_task_gpus
@@ -27,7 +28,7 @@ log = logging.getLogger(__name__)
 
 OUTPUT_FIELDS = (
     "sample_idx int, model string, text string, prompt_tokens int, completion_tokens int, "
-    "finish_reason string, first_token_logprobs map<string,double>, error string"
+    "finish_reason string, first_token_logprobs map<string,double>, error string, prompt_overlap double"
 )
 
 
@@ -192,6 +193,7 @@ def generate_batches(
     route_col: Optional[str] = None,
     routes: Optional[dict] = None,
     call_timeout_s: Optional[float] = None,
+    echo: bool = False,
 ) -> Iterator[pd.DataFrame]:
     """With ``prompt`` (a prompt name), the conversations are rendered here from the row's
     fields instead of read from ``messages_col``; with ``parser``, every completion is parsed
@@ -204,7 +206,11 @@ def generate_batches(
     worker, and with it a second engine).
 
     Every engine call runs under a deadline (``call_timeout_s``, else one derived from the
-    tokens it asks for), and an engine that a call broke is rebuilt (``EngineSlot``)."""
+    tokens it asks for), and an engine that a call broke is rebuilt (``EngineSlot``).
+
+    With ``echo``, ``prompt_overlap`` is how much of each completion (of its parsed question,
+    for the question parser) only repeats the prompt template's own words (``udfs.echo``);
+    null otherwise."""
     from udfs.llm.prompts import load_prompt
 
     label = model_cfg.get("label") or model_cfg.get("model")
@@ -213,6 +219,8 @@ def generate_batches(
     if routes:
         templates = {k: load_prompt(v["prompt"]) for k, v in routes.items()}
         bases = {k: Sampling.from_dict(v["sampling"]) for k, v in routes.items()}
+    if echo and not (prompt or routes):
+        raise ValueError("echo needs the prompt rendered here (prompt or routes)")
     slot = None
     cols = list(key_cols) + list(passthrough) + [f.strip().split(" ")[0] for f in OUTPUT_FIELDS.split(", ")]
     for pdf in _gathered(batches):
@@ -248,6 +256,12 @@ def generate_batches(
         out["completion_tokens"] = out["completion_tokens"].astype("int32")
         if parser:
             out = pd.concat([out, parsed_columns(out["text"], parser)], axis=1)
+        names = out[route_col].map(lambda k: routes[k]["prompt"]) if echo and routes else [prompt] * len(out)
+        # the text a reader gets: the parsed question for the question parser, else the completion
+        content = out[PARSED_PREFIX + "question"] if parser == "question" else out["text"]
+        out["prompt_overlap"] = pd.Series(
+            [prompt_overlap(t, instruction_bigrams(n)) for t, n in zip(content, names)] if echo else [None] * len(out),
+            dtype="object", index=out.index)
         yield out
 
 

@@ -99,12 +99,17 @@ def deadline(seconds: float, describe: Callable[[], str], grace_s: float = GRACE
     watcher.start()
 
     def stop() -> bool:
-        with lock:
-            finished.set()
-            if state["fired"]:
-                # The block may have ended before the exception was delivered: clear it so that
-                # it cannot surface later in unrelated code.
-                _raise_in(target, None)
+        while True:
+            try:
+                with lock:
+                    finished.set()
+                    if state["fired"]:
+                        # The block may have ended before the exception was delivered: clear it
+                        # so that it cannot surface later in unrelated code.
+                        _raise_in(target, None)
+                break
+            except GenerationTimeout:  # delivered here, on the way out: the deadline stands
+                continue
         unwound.set()
         return state["fired"]
 
