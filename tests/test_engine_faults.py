@@ -6,6 +6,7 @@ forever; ``sleep_on`` is a call that stops making progress.
 """
 from __future__ import annotations
 
+import json
 import re
 import threading
 import time
@@ -14,6 +15,9 @@ import uuid
 import pandas as pd
 import pytest
 
+from jobs.common.config import load_config
+from jobs.common.runner import run_stage
+from jobs.common.storage import TableStore
 from udfs.llm import engines
 from udfs.llm.base import FatalEngineError
 from udfs.llm.generate import generate_batches
@@ -111,10 +115,6 @@ PAGES = [f"page {i} {STEP_FAULT if i == 3 else ''}: we derive the result step by
 
 
 def _stage_config(root, src, *extra):
-    import json
-
-    from jobs.common.config import load_config
-
     return load_config(None, [
         f"storage.root={root}", "pipeline.progress=false", "pipeline.chunk_rows=4",
         "ingest.sources=" + json.dumps([{"name": "pages", "path": str(src), "format": "jsonl"}]),
@@ -124,17 +124,12 @@ def _stage_config(root, src, *extra):
 
 
 def _pages(tmp_path, pages):
-    import json
-
     src = tmp_path / "pages.jsonl"
     src.write_text("".join(json.dumps({"url": f"u{i}", "text": t}) + "\n" for i, t in enumerate(pages)))
     return src
 
 
 def test_a_stage_whose_engine_breaks_inside_a_step_completes_with_the_row_at_fault_failed(spark, tmp_path):
-    from jobs.common.runner import run_stage
-    from jobs.common.storage import TableStore
-
     src, root = _pages(tmp_path, PAGES), str(tmp_path / "root")
     cfg = _stage_config(root, src, "llm.call_timeout_s=60")
     run_stage(cfg, "ingest", spark=spark)
@@ -148,9 +143,6 @@ def test_a_stage_whose_engine_breaks_inside_a_step_completes_with_the_row_at_fau
 
 
 def test_a_stage_whose_call_hangs_fails_at_the_deadline_naming_stage_and_chunk_and_resumes(spark, tmp_path):
-    from jobs.common.runner import run_stage
-    from jobs.common.storage import TableStore
-
     pages = [p.replace(STEP_FAULT, "") for p in PAGES]
     pages[6] = pages[6] + HANG  # in the second chunk (4 rows a chunk, in doc order)
     src, root = _pages(tmp_path, pages), str(tmp_path / "root")
