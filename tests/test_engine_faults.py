@@ -15,9 +15,9 @@ import uuid
 import pandas as pd
 import pytest
 
-from jobs.common.config import load_config
 from jobs.common.runner import run_stage
 from jobs.common.storage import TableStore
+from tests.test_llm_error_retry import config as retry_config
 from udfs.llm import engines
 from udfs.llm.base import FatalEngineError
 from udfs.llm.generate import generate_batches
@@ -115,12 +115,9 @@ PAGES = [f"page {i} {STEP_FAULT if i == 3 else ''}: we derive the result step by
 
 
 def _stage_config(root, src, *extra):
-    return load_config(None, [
-        f"storage.root={root}", "pipeline.progress=false", "pipeline.chunk_rows=4",
-        "ingest.sources=" + json.dumps([{"name": "pages", "path": str(src), "format": "jsonl"}]),
-        "llm.models=" + json.dumps({"default": {"engine": "scripted", "label": "scripted", "engine_kwargs": {
-            "script": "udfs.llm.scripted_pipeline:respond", "step_error_on": STEP_FAULT, "sleep_on": HANG}}}),
-        *extra])
+    """test_llm_error_retry's one-source scripted config, 4 rows a chunk, with both stand-in faults."""
+    return retry_config(root, src, "pipeline.chunk_rows=4", f"llm.models.default.engine_kwargs.step_error_on={STEP_FAULT}",
+                        f"llm.models.default.engine_kwargs.sleep_on={HANG}", *extra)
 
 
 def _pages(tmp_path, pages):
