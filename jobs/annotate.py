@@ -121,16 +121,16 @@ def apply_rank_selection(ctx: StageContext) -> None:
     ann = ctx.store.read("annotations")
     total = ann.count()
     n = int(rule["top_n"]) if "top_n" in rule else math.ceil(rule["top_fraction"] * total)
-    eligible = _passes_minimums(rule)
-    cut = rank_cutoff(ann.where(eligible).select(rank_score(rule).alias("score"), "doc_id"), n)
+    eligible, score_col = _passes_minimums(rule), rank_score(rule)
+    cut = rank_cutoff(ann.where(eligible).select(score_col.alias("score"), "doc_id"), n)
     if cut is None:
         chosen = F.lit(False)
     else:
         score, last_id = cut
-        within = rank_score(rule) > score
-        tie = rank_score(rule) == score
-        within = within | (tie if last_id is None else tie & (F.col("doc_id") <= F.lit(last_id)))
-        chosen = eligible & within
+        tie = score_col == score
+        if last_id is not None:
+            tie = tie & (F.col("doc_id") <= F.lit(last_id))
+        chosen = eligible & ((score_col > score) | tie)
     chosen = F.coalesce(chosen, F.lit(False))
     changed = ann.where(chosen != F.col("selected")).count()
     log.info("[annotate] rank selection: %d of %d documents (%s); %d changed", n if cut else 0, total,

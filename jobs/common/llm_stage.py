@@ -76,15 +76,15 @@ def row_status(parsed_status: Optional[Column] = None, echo: bool = False) -> Co
         F.when(F.col("error").isNotNull(), F.lit("llm_error"))
         .when(F.col("finish_reason") == "too_long", F.lit("too_long"))
     )
-    echoed = F.coalesce(F.col("prompt_overlap") >= ECHO_THRESHOLD, F.lit(False)) if echo else F.lit(False)
+    echoed = F.coalesce(F.col("prompt_overlap") >= ECHO_THRESHOLD, F.lit(False))
     if parsed_status is None:
-        return (
-            base.when(F.coalesce(F.length(F.trim(F.col("text"))), F.lit(0)) == 0, F.lit("empty"))
-            .when(echoed, F.lit("echoes_prompt"))
-            .when(F.col("finish_reason") == "length", F.lit("truncated"))
-            .otherwise(F.lit("ok"))
-        )
-    return base.when((parsed_status == "ok") & echoed, F.lit("echoes_prompt")).otherwise(parsed_status)
+        status = base.when(F.coalesce(F.length(F.trim(F.col("text"))), F.lit(0)) == 0, F.lit("empty"))
+        if echo:
+            status = status.when(echoed, F.lit("echoes_prompt"))
+        return status.when(F.col("finish_reason") == "length", F.lit("truncated")).otherwise(F.lit("ok"))
+    if echo:
+        base = base.when((parsed_status == "ok") & echoed, F.lit("echoes_prompt"))
+    return base.otherwise(parsed_status)
 
 
 def content_key_col(*cols: Column) -> Column:

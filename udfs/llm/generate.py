@@ -256,12 +256,13 @@ def generate_batches(
         out["completion_tokens"] = out["completion_tokens"].astype("int32")
         if parser:
             out = pd.concat([out, parsed_columns(out["text"], parser)], axis=1)
-        names = out[route_col].map(lambda k: routes[k]["prompt"]) if echo and routes else [prompt] * len(out)
-        # the text a reader gets: the parsed question for the question parser, else the completion
-        content = out[PARSED_PREFIX + "question"] if parser == "question" else out["text"]
-        out["prompt_overlap"] = pd.Series(
-            [prompt_overlap(t, instruction_bigrams(n)) for t, n in zip(content, names)] if echo else [None] * len(out),
-            dtype="object", index=out.index)
+        overlap = [None] * len(out)
+        if echo:
+            names = out[route_col].map(lambda k: routes[k]["prompt"]) if routes else [prompt] * len(out)
+            # the text a reader gets: the parsed question for the question parser, else the completion
+            content = out[PARSED_PREFIX + "question"] if parser == "question" else out["text"]
+            overlap = [prompt_overlap(t, instruction_bigrams(n)) for t, n in zip(content, names)]
+        out["prompt_overlap"] = pd.Series(overlap, dtype="object", index=out.index)
         yield out
 
 

@@ -84,14 +84,14 @@ class ScriptedEngine:
         return len(text.split())
 
     def chat(self, conversations: Sequence[Conversation], sampling: Sequence[Sampling]) -> list[list[Completion]]:
+        prompts = ["\n".join(m.get("content", "") for m in conv) for conv in conversations]
         self.running = len(conversations)
         try:
-            self._stand_in_faults(["\n".join(m.get("content", "") for m in conv) for conv in conversations])
+            self._stand_in_faults(prompts)
         finally:
             self.running = 0
         out = []
-        for conv, s in zip(conversations, sampling):
-            prompt = "\n".join(m.get("content", "") for m in conv)
+        for conv, prompt, s in zip(conversations, prompts, sampling):
             if self._fatal_on and self._fatal_on in prompt:
                 raise FatalEngineError("scripted fatal error")
             n_prompt = self.count_tokens(prompt)
