@@ -1,13 +1,13 @@
-from setuptools import setup
+from setuptools import find_packages, setup
 
 setup(
     name="natural-reasoning-spark",
     version="0.1.0",
     description="Mine pretraining corpora for challenging reasoning questions with PySpark (NaturalReasoning).",
     python_requires=">=3.10",
-    packages=["jobs", "jobs.common", "udfs", "udfs.llm", "prompts"],
-    # jobs/benchmark_index: the hashed decontamination index (no benchmark text), read by the driver.
-    package_data={"prompts": ["*.txt"], "jobs": ["benchmark_index/*"]},
+    packages=find_packages(include=["jobs", "jobs.*", "udfs", "udfs.*", "prompts"]),
+    # jobs/common/builtin_index: the hashed decontamination index (no benchmark text), read by the driver.
+    package_data={"prompts": ["*.txt"], "jobs.common": ["builtin_index/*"]},
     include_package_data=True,
     install_requires=[
         "deltalake>=1.1,<2",

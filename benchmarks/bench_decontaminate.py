@@ -14,7 +14,7 @@
    verbatim, embedded in web text, re-cased and re-punctuated, a 13-word span, and a
    paraphrase of a 13+ word question with one word in every eight replaced (which must not
    be flagged).
-2. Ours: ``jobs.decontaminate.cli_main`` (the `nr decontaminate` command) on the items as a
+2. Ours: ``jobs.common.contamination.cli_main`` (the `nr decontaminate` command) on the items as a
    Parquet file in a local Spark session (``--master``, default local[2]): read the
    benchmark files, broadcast their n-gram hashes, explode and join the items' n-grams,
    write DIR/contamination, count. Run twice: the default ``--tokenize normalize_first`` and
@@ -66,7 +66,7 @@ def load_janitor_module():
 
 
 def run_janitor(jan, benchmarks_dir: str, items: list[tuple[str, str]]):
-    from jobs.benchmarks import BUILTIN, load_benchmark
+    from jobs.common.benchmarks import BUILTIN, load_benchmark
 
     class Flagging(jan.Janitor):
         def _split_chunks(self, dirty_string, dirty_parts):
@@ -91,7 +91,7 @@ def run_janitor(jan, benchmarks_dir: str, items: list[tuple[str, str]]):
 
 def make_items(n: int, contaminated: float, seed: int, benchmarks_dir: str) -> tuple[list[tuple[str, str]], dict]:
     """(id, text) items and each planted item's kind."""
-    from jobs.benchmarks import BUILTIN, load_benchmark
+    from jobs.common.benchmarks import BUILTIN, load_benchmark
 
     rng = random.Random(seed)
     bench = [t for b in BUILTIN for t in load_benchmark(b, benchmarks_dir)["text"]]
@@ -136,7 +136,7 @@ def make_items(n: int, contaminated: float, seed: int, benchmarks_dir: str) -> t
 
 def run_ours(spark, input_path: str, out: str, benchmarks_dir: str, tokenize: str,
              text_col: str = "question") -> tuple[float, set]:
-    from jobs.decontaminate import cli_main
+    from jobs.tools.decontaminate import cli_main
 
     t = time.perf_counter()
     rc = cli_main(["--input", input_path, "--input-format", "parquet", "--id-col", "id", "--text-col", text_col,
@@ -166,7 +166,7 @@ def fixed_cost(items: list[tuple[str, str]], workdir: str) -> float:
 
 def make_documents(n: int, contaminated: float, seed: int, benchmarks_dir: str) -> list[tuple[str, str]]:
     """DCLM-length pages (about 3,000 characters of web text), a fraction with a benchmark question inside."""
-    from jobs.benchmarks import BUILTIN, load_benchmark
+    from jobs.common.benchmarks import BUILTIN, load_benchmark
 
     rng = random.Random(seed + 1)
     bench = [t for b in BUILTIN for t in load_benchmark(b, benchmarks_dir)["text"] if len(t.split()) >= 13]
@@ -193,7 +193,7 @@ def kernel_peak_mb(texts: list[str], tokenize: str) -> tuple[float, float]:
 
     import pyarrow as pa
 
-    from jobs.benchmark_index import BUILTIN_INDEX, read
+    from jobs.common.benchmark_index import BUILTIN_INDEX, read
     from udfs import ngrams
 
     tables = read(BUILTIN_INDEX)

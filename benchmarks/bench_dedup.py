@@ -15,7 +15,7 @@
 2. Ground truth: every pair with exact unigram-shingle Jaccard >= threshold, by an exact
    set-similarity self-join (prefix filter over a rarest-first token order, which cannot
    miss a qualifying pair, then exact intersections of all surviving candidates).
-3. Ours: ``jobs.dedup.cli_main`` (the `nr dedup` command) on the corpus as a Parquet file,
+3. Ours: ``jobs.common.lsh.cli_main`` (the `nr dedup` command) on the corpus as a Parquet file,
    in a local[2] Spark session: read, signatures, candidates, verification, components,
    writing DIR/clusters and DIR/pairs. The JVM start and one small warm-up run (Python
    worker start-up) are excluded; everything else is timed.
@@ -217,7 +217,7 @@ def run_ours(ids, texts, workdir: str, threshold: float, num_perm: int, engine: 
 
     from jobs.common.config import SparkConfig
     from jobs.common.spark import get_spark
-    from jobs.dedup import cli_main
+    from jobs.tools.dedup import cli_main
 
     if engine == "spark":
         spark = get_spark(SparkConfig(master="local[2]", shuffle_partitions=4, driver_memory="4g"))
@@ -322,7 +322,7 @@ def main(argv=None) -> int:
     args = p.parse_args(argv)
 
     from jobs.common.config import DedupConfig
-    from jobs.dedup import lsh_params
+    from jobs.common.lsh import lsh_params
 
     bands, rows = lsh_params(DedupConfig(threshold=args.threshold, num_perm=args.num_perm))
     workdir = args.workdir or tempfile.mkdtemp(prefix="bench_dedup_")

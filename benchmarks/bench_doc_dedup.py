@@ -11,12 +11,12 @@
 2. Ground truth: every pair inside a planted cluster whose exact word 5-gram Jaccard reaches
    the threshold. Pages of different clusters are built from independent draws; the run
    checks that claim on random cross-cluster pairs and prints the largest Jaccard seen.
-3. Ours: ``jobs.dedup.cli_main`` (`nr dedup`, Spark local[2], ``--ngram 5``: the
+3. Ours: ``jobs.common.lsh.cli_main`` (`nr dedup`, Spark local[2], ``--ngram 5``: the
    ``doc_dedup`` default) on the pages as Parquet; JVM start and a small warm-up excluded.
 4. datasketch: the same 5-gram shingle sets, ``MinHash.generator`` and ``MinHashLSH`` with our
    (bands, rows), one query per page; "+ verify" adds exact Jaccard to its candidates.
 5. What removal before annotation saves: the removed pages' annotate prompt tokens
-   (``jobs.dedup.annotate_tokens_saved``, 4 characters a token, pages cut at ``max_doc_chars``).
+   (``jobs.common.lsh.annotate_tokens_saved``, 4 characters a token, pages cut at ``max_doc_chars``).
 
 The last line is ``ratio <datasketch seconds / ours seconds>``.
 """
@@ -149,7 +149,8 @@ def main(argv=None) -> int:
     args = p.parse_args(argv)
 
     from jobs.common.config import PipelineConfig
-    from jobs.dedup import DedupStats, annotate_tokens_saved, lsh_params
+    from jobs.common.lsh import DedupStats, lsh_params
+    from jobs.stages.corpus.doc_dedup import annotate_tokens_saved
 
     pipeline = PipelineConfig()
     dcfg = pipeline.doc_dedup.model_copy(update={"threshold": args.threshold, "num_perm": args.num_perm})

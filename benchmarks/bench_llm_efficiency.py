@@ -47,7 +47,8 @@ def stage_worker(config: str, root: str, docs: int, out: str) -> None:
     from pyspark.sql import functions as F
 
     from jobs.common.storage import TableStore
-    from jobs.pipeline import run_pipeline, setup_logging
+    from jobs.common.logs import setup as setup_logging
+    from jobs.pipeline import run_pipeline
 
     setup_logging("WARNING")
     cfg = _cfg(config, root)

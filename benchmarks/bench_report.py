@@ -24,7 +24,7 @@ VOCAB = 5000
 def synthetic_tables(spark, store, n: int) -> None:
     from pyspark.sql import functions as F
 
-    from jobs.common.runner import RUNS_SCHEMA
+    from jobs.common.runs import RUNS_SCHEMA
 
     def text(seed: int, lo: int, hi: int):
         """lo..hi-1 words drawn from a 5000-word vocabulary by hashing (row id, position, seed)."""
@@ -114,8 +114,8 @@ def main() -> None:
     from jobs.common.config import validate_config
     from jobs.common.spark import get_spark
     from jobs.common.storage import TableStore
-    from jobs.pipeline import setup_logging
-    from jobs.report import build_report
+    from jobs.common.logs import setup as setup_logging
+    from jobs.ops.report import build_report
 
     setup_logging("WARNING")
     root = a.keep or tempfile.mkdtemp(prefix="nr-bench-report-")

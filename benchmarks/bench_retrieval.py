@@ -5,7 +5,7 @@ single-process numpy brute force, same data, same run.
 
 1. Data: ``n`` random unit vectors of MiniLM's dimension (float32) with ids, and ``seeds``
    query vectors taken near random table rows, written once as a Parquet file.
-2. Ours: ``jobs.select_targeted.retrieve_top_k`` in a local[2] session, reading the Parquet
+2. Ours: ``jobs.stages.selection.select_targeted.retrieve_top_k`` in a local[2] session, reading the Parquet
    file: the seed matrix broadcast, a running top-k per seed in every partition, a global
    top-k per seed; the result is collected (``seeds x k`` rows). The JVM start and a small
    warm-up run (Python workers) are excluded; the read is included.
@@ -61,7 +61,7 @@ def main(argv=None) -> int:
 
     from jobs.common.config import SparkConfig
     from jobs.common.spark import get_spark
-    from jobs.select_targeted import retrieve_top_k
+    from jobs.stages.selection.select_targeted import retrieve_top_k
     from udfs.retrieval import brute_force_top_k
 
     workdir = args.workdir or tempfile.mkdtemp(prefix="bench_retrieval_")

@@ -12,7 +12,7 @@
     nr fetch-model [--cache-dir DIR]
     nr submit emr --cluster-id j-XXXX --config conf/emr.yaml [--stages a,b] [--set ...] [--dry-run]
     nr select targeted|traces --config conf/local.yaml [--seeds FILE] [--top-k N] [--target-size N]
-    nr stages
+    nr stages [--markdown]
 """
 from __future__ import annotations
 
@@ -25,15 +25,17 @@ USAGE = __doc__
 # Sub-commands implemented elsewhere: name -> "module:function(argv) -> int".
 COMMANDS = {
     "run": "jobs.pipeline:main",
-    "status": "jobs.status:status_main",
-    "plan": "jobs.status:plan_main",
-    "report": "jobs.report:main",
-    "dedup": "jobs.dedup:cli_main",
-    "decontaminate": "jobs.decontaminate:cli_main",
-    "benchmarks": "jobs.benchmark_index:cli_main",
+    "stage": "jobs.cli:stage_command",
+    "stages": "jobs.cli:stages_command",
+    "status": "jobs.ops.status:status_main",
+    "plan": "jobs.ops.plan:plan_main",
+    "report": "jobs.ops.report:main",
+    "dedup": "jobs.tools.dedup:cli_main",
+    "decontaminate": "jobs.tools.decontaminate:cli_main",
+    "benchmarks": "jobs.tools.benchmarks:cli_main",
     "fetch-model": "udfs.llm.models:main",
-    "submit": "jobs.submit:main",
-    "select": "jobs.select_targeted:cli_main",
+    "submit": "jobs.ops.submit:main",
+    "select": "jobs.pipeline:select_main",
 }
 
 
@@ -42,30 +44,34 @@ def _call(target: str, argv: list[str]) -> int:
     return int(getattr(importlib.import_module(module), func)(argv) or 0)
 
 
+def stage_command(rest: list[str]) -> int:
+    from jobs.ops.preflight import unknown_stage_message
+    from jobs.pipeline import stage_main
+    from jobs.stages import NAMES
+
+    if not rest or rest[0].startswith("-"):
+        print(f"usage: nr stage NAME [--config FILE] [--set k=v]; stages: {', '.join(NAMES)}", file=sys.stderr)
+        return 2
+    if rest[0] not in NAMES:
+        print(f"error: {unknown_stage_message([rest[0]])}", file=sys.stderr)
+        return 2
+    return stage_main(rest[0], rest[1:])
+
+
+def stages_command(rest: list[str]) -> int:
+    """The stages in order, one per line; with ``--markdown`` the README's stage table."""
+    from jobs.stages import STAGES, stage_table
+
+    print(stage_table() if "--markdown" in rest else "\n".join(s.name for s in STAGES))
+    return 0
+
+
 def main(argv: Optional[list[str]] = None) -> int:
     argv = list(sys.argv[1:] if argv is None else argv)
     if not argv or argv[0] in ("-h", "--help", "help"):
         print(USAGE)
         return 0 if argv else 2
     cmd, rest = argv[0], argv[1:]
-    if cmd == "stage":
-        from jobs.common.runner import STAGE_MODULES
-        from jobs.pipeline import stage_main
-
-        if not rest or rest[0].startswith("-"):
-            print(f"usage: nr stage NAME [--config FILE] [--set k=v]; stages: {', '.join(STAGE_MODULES)}", file=sys.stderr)
-            return 2
-        if rest[0] not in STAGE_MODULES:
-            from jobs.status import unknown_stage_message
-
-            print(f"error: {unknown_stage_message([rest[0]])}", file=sys.stderr)
-            return 2
-        return stage_main(rest[0], rest[1:])
-    if cmd == "stages":
-        from jobs.common.runner import STAGE_MODULES
-
-        print("\n".join(STAGE_MODULES))
-        return 0
     if cmd not in COMMANDS:
         print(f"error: unknown command {cmd!r}\n{USAGE}", file=sys.stderr)
         return 2

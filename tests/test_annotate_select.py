@@ -1,5 +1,5 @@
 """annotate.select's rank rule: the first n documents by score (descending), ties by doc_id,
-computed with counts and a bounded top-k at any size (jobs.annotate.rank_cutoff)."""
+computed with counts and a bounded top-k at any size (jobs.stages.corpus.annotate.rank_cutoff)."""
 from __future__ import annotations
 
 import hashlib
@@ -7,7 +7,7 @@ import random
 
 import pytest
 
-from jobs.annotate import kth_smallest_id, rank_cutoff
+from jobs.stages.corpus.annotate import kth_smallest_id, rank_cutoff
 from jobs.common.config import AnnotateConfig
 
 

@@ -19,9 +19,9 @@ from deltalake import write_deltalake
 from pyspark.sql import functions as F
 
 from jobs.common.config import load_config
-from jobs.common.runner import run_stage
+from jobs.pipeline import run_stage
 from jobs.common.storage import TableStore
-from jobs.ingest import SourceError
+from jobs.stages.corpus.ingest import SourceError
 
 BIG = 50 * 1024 * 1024
 GOOD = "a page long enough to be a document, with words and numbers 1 2 3. " * 3
@@ -175,7 +175,7 @@ def test_file_level_problems_name_the_file_and_column_and_lose_nothing(spark, tm
 
 
 def test_standalone_tools_on_bad_rows(spark, tmp_path, capsys):
-    from jobs import decontaminate, dedup
+    from jobs.tools import decontaminate, dedup
 
     rows = [{"id": "1", "question": GOOD}, {"id": "2", "question": None}, {"id": "3", "question": ""},
             {"id": "4", "question": " \n "}, {"id": "5", "question": CONTROL}, {"id": "6", "question": GOOD}]
@@ -198,7 +198,7 @@ def test_standalone_tools_on_bad_rows(spark, tmp_path, capsys):
         clusters = spark.read.parquet(str(out / "clusters"))
         removed = {r.id for r in clusters.where(~F.col("keep")).collect()}
         # rows 1 and 6 are the same text: the higher id goes; the control-character row stays
-        # (how null and empty texts are clustered is jobs/dedup.py's own contract)
+        # (how null and empty texts are clustered is jobs/common/lsh.py's own contract)
         assert "6" in removed and not removed & {"1", "5"}, (fmt, removed)
         rc = decontaminate.cli_main(["--input", str(path), "--input-format", fmt, "--id-col", "id",
                                      "--text-col", "question", "--output", str(out), "--master", "local[2]",

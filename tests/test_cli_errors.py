@@ -72,7 +72,7 @@ def test_unknown_stage_name(spark, config_file, capsys):
         rc, err = run_cli(capsys, *argv)
         assert rc == 2, argv
         assert "unknown stage 'annotat' (did you mean 'annotate'?)" in err
-        assert "looked for: the stage list (jobs/common/runner.py STAGE_MODULES): bootstrap, ingest" in err
+        assert "looked for: the stage list (jobs/stages/__init__.py STAGES): bootstrap, ingest" in err
         assert "`nr stages` lists them" in err
 
 

@@ -112,11 +112,6 @@ def test_emr_configurations_and_bootstrap_match_setup():
     assert "pyspark" not in script.split("pip install", 1)[1], "EMR brings its own Spark"
 
 
-def test_cluster_configs_validate():
-    for name in ("emr.yaml", "databricks.yaml", "local.yaml"):
-        load_config(os.path.join(REPO, "conf", name))
-
-
 # --------------------------------------------------------------------------- nr submit emr
 
 
@@ -154,7 +149,7 @@ def test_submit_emr_adds_a_spark_submit_step_and_stages_its_files(s3, emr_cluste
 
 
 def test_submit_emr_refuses_bad_input_before_touching_the_cluster(s3, emr_cluster, capsys):
-    from jobs.submit import main
+    from jobs.ops.submit import main
 
     emr, cluster = emr_cluster
     conf = os.path.join(REPO, "conf", "emr.yaml")
@@ -173,7 +168,7 @@ def test_submit_emr_refuses_bad_input_before_touching_the_cluster(s3, emr_cluste
 
 
 def test_submit_emr_dry_run_prints_the_step(capsys):
-    from jobs.submit import main
+    from jobs.ops.submit import main
 
     assert main(["emr", "--cluster-id", "j-X", "--config", os.path.join(REPO, "conf", "emr.yaml"),
                  "--staging", "s3://bucket/steps", "--dry-run"]) == 0

@@ -1,8 +1,20 @@
+import glob
+import os
+import re
+
 import pytest
+import yaml
 
 from jobs.common.config import ConfigError, load_config
+from jobs.stages import NAMES
+from tests.conftest import REPO
 
-REPO_CONF = ["conf/local.yaml", "conf/databricks.yaml", "conf/emr.yaml"]
+# Every YAML the repository ships under conf/ (and conf/gpu/). The benchmark definitions are
+# `decontaminate:` keys for `nr benchmarks build-index` / `nr decontaminate --benchmarks-config`;
+# the others are pipeline configs.
+CONF_YAML = sorted(os.path.relpath(p, REPO) for d in ("conf", "conf/gpu") for ext in ("yaml", "yml")
+                   for p in glob.glob(os.path.join(REPO, d, f"*.{ext}")))
+BENCHMARK_DEFS = {"conf/benchmarks.yaml", "conf/benchmarks-hf.yaml"}
 
 
 def write(tmp_path, text):
@@ -18,12 +30,66 @@ def test_defaults_validate():
     assert cfg.decontaminate.ngram == 13
 
 
-@pytest.mark.parametrize("name", REPO_CONF)
-def test_repo_configs_validate(name):
-    import os
+def _set_in_file(node, path=()):
+    """(key path, value) of every value a YAML file sets; lists of mappings by index."""
+    if isinstance(node, dict):
+        for k, v in node.items():
+            yield from _set_in_file(v, (*path, k))
+    elif isinstance(node, list) and node and all(isinstance(x, dict) for x in node):
+        for i, v in enumerate(node):
+            yield from _set_in_file(v, (*path, i))
+    else:
+        yield path, node
 
-    here = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
-    load_config(os.path.join(here, name))
+
+def _env_expanded(s: str) -> str:
+    """``${NAME:-default}`` as a shell expands it."""
+    return re.sub(r"\$\{(\w+):-([^}]*)\}", lambda m: os.environ.get(m[1]) or m[2], s)
+
+
+def _loaded(dumped, path):
+    for k in path:
+        dumped = dumped[k]
+    return dumped
+
+
+def test_every_shipped_conf_yaml_loads_with_the_values_it_sets(monkeypatch):
+    """Each YAML under conf/ goes through its real loader, and every value it sets is the
+    loaded value (nothing dropped, renamed or silently defaulted); storage.root has its
+    ${VAR:-default} expanded; pipeline.stages, where set, names known stages in their order."""
+    from jobs.tools.decontaminate import cli_config
+
+    assert "conf/local.yaml" in CONF_YAML and "conf/emr.yaml" in CONF_YAML and BENCHMARK_DEFS <= set(CONF_YAML)
+    monkeypatch.setenv("NR_ROOT", "/srv/nr-test-root")
+    for name in CONF_YAML:
+        path = os.path.join(REPO, name)
+        with open(path) as f:
+            raw = yaml.safe_load(f)
+        assert isinstance(raw, dict) and raw, name
+        if name in BENCHMARK_DEFS:
+            dumped = {"decontaminate": cli_config(path, 13, None).model_dump(mode="json")}
+            raw = {"decontaminate": raw}
+            assert [b["name"] for b in dumped["decontaminate"]["benchmarks"]] == \
+                [b["name"] for b in raw["decontaminate"]["benchmarks"]], name
+        else:
+            cfg = load_config(path)
+            dumped = cfg.model_dump(mode="json")
+            root = raw.get("storage", {}).get("root")
+            if root is not None:
+                assert cfg.storage.root == _env_expanded(root) and "${" not in cfg.storage.root, (name, cfg.storage.root)
+                if "${NR_ROOT" in root:
+                    assert cfg.storage.root == "/srv/nr-test-root", name
+            stages = cfg.pipeline.stages
+            if stages is not None:
+                assert stages and set(stages) <= set(NAMES), (name, set(stages) - set(NAMES))
+                assert stages == sorted(stages, key=NAMES.index), (name, "stages out of pipeline order")
+        for key, value in _set_in_file(raw):
+            got = _loaded(dumped, key)
+            if isinstance(value, str) and "${" in value:
+                # expanded when loaded (storage.root, model paths) or kept for expansion where used
+                assert got in (value, _env_expanded(value)), (name, ".".join(map(str, key)), got)
+            else:
+                assert got == value, (name, ".".join(map(str, key)), got)
 
 
 def test_unknown_key_names_file_and_path(tmp_path):

@@ -7,9 +7,9 @@ import random
 
 import pytest
 
-from jobs.benchmarks import BUILTIN, BUILTIN_BY_NAME, MMLU_STEM, BenchmarkMissing, load_benchmark, resolve
+from jobs.common.benchmarks import BUILTIN, BUILTIN_BY_NAME, MMLU_STEM, BenchmarkMissing, load_benchmark, resolve
 from jobs.common.config import BenchmarkConfig, ConfigError, load_config
-from jobs.decontaminate import build_benchmark_index, find_contamination
+from jobs.common.contamination import build_benchmark_index, find_contamination
 from tests.conftest import SHARED_DATA
 from udfs import ngrams
 
@@ -115,7 +115,7 @@ def test_subset_filter_and_list_fields(tmp_path):
 
 
 def test_unreachable_hub_benchmark_is_skipped_when_optional(monkeypatch):
-    from jobs.benchmarks import load_benchmarks
+    from jobs.common.benchmarks import load_benchmarks
 
     monkeypatch.setenv("HF_HUB_OFFLINE", "1")
     hub = BenchmarkConfig(name="hub", format="hf", path="no-such-org/no-such-dataset", text_fields=["q"])
@@ -263,7 +263,7 @@ def test_missing_benchmark_is_an_error_unless_optional(spark, tmp_path):
 
 def test_stage_records_counts(spark, cfg, store, tmp_path):
     """The default config (the shipped index) plus a benchmark of one's own, merged."""
-    from jobs.common.runner import run_stage
+    from jobs.pipeline import run_stage
 
     _, mq = long_math_question()
     house = house_definitions(tmp_path)[0]
@@ -282,7 +282,7 @@ def test_stage_records_counts(spark, cfg, store, tmp_path):
 
 
 def test_cli_writes_the_contamination_table(spark, tmp_path):
-    from jobs.decontaminate import cli_main
+    from jobs.tools.decontaminate import cli_main
 
     mid, mq = long_math_question()
     house_definitions(tmp_path)
@@ -379,9 +379,9 @@ def test_flags_equal_lm_evals(spark, bench, tokenize):
 
 def test_benchmarks_yaml_and_local_yaml():
     from jobs.common.config import REPO_ROOT
-    from jobs.decontaminate import _cli_config
+    from jobs.tools.decontaminate import cli_config
 
-    written = _cli_config(str(REPO_ROOT / "conf" / "benchmarks.yaml"), 13, None)
+    written = cli_config(str(REPO_ROOT / "conf" / "benchmarks.yaml"), 13, None)
     assert [b.model_dump() for b in resolve(written.benchmarks)] == [b.model_dump() for b in BUILTIN]
     local = load_config(REPO_ROOT / "conf" / "local.yaml").decontaminate
     assert local.index == "builtin" and local.benchmarks is None and "shared" not in local.benchmarks_dir
@@ -393,7 +393,8 @@ def test_benchmarks_yaml_and_local_yaml():
 def test_shipped_index_holds_hashes_only():
     import pyarrow.parquet as pq
 
-    from jobs import benchmark_index as bi
+    from jobs.common import benchmark_index as bi
+    from jobs.tools import benchmarks as benchmarks_cli
 
     idx = bi.read(bi.BUILTIN_INDEX)
     assert idx.n == 13 and idx.manifest["normalization_version"] == bi.NORMALIZATION_VERSION
@@ -415,7 +416,8 @@ def test_shipped_index_holds_hashes_only():
 
 
 def test_an_index_of_another_normalization_is_refused(tmp_path):
-    from jobs import benchmark_index as bi
+    from jobs.common import benchmark_index as bi
+    from jobs.tools import benchmarks as benchmarks_cli
 
     idx = bi.build(house_definitions(tmp_path), str(tmp_path))
     bi.write(idx, str(tmp_path / "idx"))
@@ -431,10 +433,11 @@ def test_an_index_of_another_normalization_is_refused(tmp_path):
 def test_custom_index_folder_and_other_ngram_size(spark, tmp_path):
     """An index built by the command serves the stage by name; a run with another n-gram size
     does not use a 13-gram index but reads the definitions' files."""
-    from jobs import benchmark_index as bi
+    from jobs.common import benchmark_index as bi
+    from jobs.tools import benchmarks as benchmarks_cli
 
     (tmp_path / "b.yaml").write_text(yaml_of(house_definitions(tmp_path)))
-    assert bi.cli_main(["build-index", "--benchmarks-config", str(tmp_path / "b.yaml"), "--benchmarks-dir",
+    assert benchmarks_cli.cli_main(["build-index", "--benchmarks-config", str(tmp_path / "b.yaml"), "--benchmarks-dir",
                         str(tmp_path), "--output", str(tmp_path / "idx")]) == 0
     cfg = load_config(None, [f"decontaminate.index={tmp_path / 'idx'}", "decontaminate.benchmarks=[house_b]"])
     idx = build_benchmark_index(spark, cfg.decontaminate.benchmarks, "", 13, str(tmp_path / "idx"))
@@ -458,7 +461,8 @@ def test_build_index_from_hugging_face_definitions(tmp_path, monkeypatch):
 
     import pandas as pd
 
-    from jobs import benchmark_index as bi
+    from jobs.common import benchmark_index as bi
+    from jobs.tools import benchmarks as benchmarks_cli
 
     calls = []
 
@@ -481,9 +485,10 @@ def test_build_index_from_hugging_face_definitions(tmp_path, monkeypatch):
 def test_rebuilt_index_equals_the_shipped_one(tmp_path):
     import pyarrow.parquet as pq
 
-    from jobs import benchmark_index as bi
+    from jobs.common import benchmark_index as bi
+    from jobs.tools import benchmarks as benchmarks_cli
 
-    assert bi.cli_main(["build-index", "--benchmarks-dir", BENCH, "--output", str(tmp_path / "idx")]) == 0
+    assert benchmarks_cli.cli_main(["build-index", "--benchmarks-dir", BENCH, "--output", str(tmp_path / "idx")]) == 0
     shipped, rebuilt = bi.read(bi.BUILTIN_INDEX), bi.read(str(tmp_path / "idx"))
     for name in shipped.names:
         assert rebuilt.pairs(name) == shipped.pairs(name), name

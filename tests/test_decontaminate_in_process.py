@@ -5,7 +5,8 @@ import pyarrow as pa
 import pyarrow.parquet as pq
 import pytest
 
-from jobs.decontaminate import (BenchmarkIndex, _assemble, build_benchmark_index, cli_main, find_contamination,
+from jobs.tools.decontaminate import cli_main
+from jobs.common.contamination import (BenchmarkIndex, _assemble, build_benchmark_index, find_contamination,
                                 find_contamination_in_process)
 from tests.test_decontaminate import house_definitions, long_gpqa_question, long_math_question, paraphrase
 from udfs import ngrams

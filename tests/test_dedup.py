@@ -10,7 +10,8 @@ from hypothesis import strategies as st
 from pyspark.sql import functions as F
 
 from jobs.common.config import DedupConfig
-from jobs.dedup import cli_main, compute_signatures, connected_components, find_duplicate_clusters, remove_duplicates
+from jobs.tools.dedup import cli_main
+from jobs.common.lsh import connected_components, find_duplicate_clusters, remove_duplicates
 from udfs import minhash
 
 P = minhash.MERSENNE_PRIME
@@ -349,13 +350,6 @@ def test_connected_components_long_chain_and_shapes(spark):
     labels.unpersist()
 
 
-def test_compute_signatures_matches_udf(spark):
-    df = frame(spark, [("a", BASE), ("b", ""), ("c", "short one")])
-    got = {r.id: r.signature for r in compute_signatures(df, "id", "text", DedupConfig(num_perm=16)).collect()}
-    ref = minhash.minhash_signatures([BASE, "", "short one"], num_perm=16, seed=DedupConfig().seed)
-    assert [got[k] for k in "abc"] == ref.view(np.int64).tolist()
-
-
 def test_remove_duplicates_is_an_anti_join(spark):
     df = spark.createDataFrame([(1, BASE), (2, BASE + " too"), (3, "other")], "qid int, question string")
     clusters, _, _ = find_duplicate_clusters(df, "qid", "question", DedupConfig())
@@ -366,7 +360,7 @@ def test_remove_duplicates_is_an_anti_join(spark):
 
 
 def test_question_dedup_stage_and_skip(spark, cfg, store):
-    from jobs.common.runner import run_stage
+    from jobs.pipeline import run_stage
 
     qs = spark.createDataFrame(
         [("q1", "d1", BASE, "ok"), ("q2", "d2", BASE + " please", "ok"), ("q3", "d3", "other question text here", "ok"),

@@ -10,7 +10,8 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from jobs.common.config import DedupConfig
-from jobs.dedup import cli_main, find_duplicate_clusters, find_duplicate_clusters_in_process
+from jobs.common.lsh import find_duplicate_clusters, find_duplicate_clusters_in_process
+from jobs.tools.dedup import cli_main
 from tests.test_dedup import BASE, ODD_TEXTS
 from udfs import minhash
 
@@ -106,7 +107,7 @@ def test_null_ids_are_counted_on_both_paths(spark):
 
 
 def test_in_process_refuses_what_it_cannot_cast_like_spark():
-    from jobs.dedup import NotInProcess
+    from jobs.common.lsh import NotInProcess
 
     with pytest.raises(NotInProcess):
         find_duplicate_clusters_in_process(pa.table({"id": [1.5, 2.5], "text": ["a", "b"]}), "id", "text",
@@ -163,9 +164,9 @@ def test_question_dedup_stage_small_input_in_process_writes_what_spark_writes(sp
     """The stage takes the driver path for a small ``questions`` table (in_process_max_rows) and
     Spark for a larger one (0 forces it): the same two tables and the same runs counts."""
     from jobs.common.config import validate_config
-    from jobs.common.runner import run_stage
+    from jobs.pipeline import run_stage
     from jobs.common.storage import TableStore
-    import jobs.dedup as dedup
+    import jobs.stages.corpus.doc_dedup as dedup
 
     calls = []
     real = dedup.find_duplicate_clusters_in_process

@@ -2,7 +2,7 @@
 from pyspark.sql import functions as F
 
 from jobs.common.config import PipelineConfig
-from jobs.dedup import CHARS_PER_TOKEN
+from jobs.stages.corpus.doc_dedup import CHARS_PER_TOKEN
 from udfs.llm.prompts import load_prompt
 
 PAGE = ("The rate constant of a first order reaction is 0.03 per second. We compute the half life as ln 2 "
@@ -17,7 +17,7 @@ def test_default_shingles_documents_5_grams_questions_unigrams():
 
 
 def test_doc_dedup_records_annotate_tokens_saved_nulls_and_empties(spark, cfg, store):
-    from jobs.common.runner import run_stage
+    from jobs.pipeline import run_stage
 
     cfg.doc_dedup.enabled = True
     cfg.annotate.max_doc_chars = 300

@@ -5,7 +5,7 @@ import pandas as pd
 from pyspark.sql import functions as F
 
 from jobs.common.llm_stage import row_status
-from jobs.synthesize import _plain
+from jobs.stages.questions.synthesize import _plain
 from udfs.echo import ECHO_THRESHOLD, instruction_bigrams, prompt_overlap
 from udfs.llm.generate import generate_batches
 from udfs.llm.prompts import load_prompt

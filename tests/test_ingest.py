@@ -6,9 +6,9 @@ import sys
 
 from pyspark.sql import functions as F
 
-from jobs import ingest
+from jobs.stages.corpus import ingest
 from jobs.common.config import load_config
-from jobs.common.runner import run_stage
+from jobs.pipeline import run_stage
 from udfs.keys import doc_id
 
 REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
@@ -99,7 +99,7 @@ def test_missing_column_is_a_clear_error(spark, tmp_path):
         ingest.build_documents(StageContext(spark, cfg, store, "ingest", "r", "r"))
 
 
-def test_cli_runs_bootstrap_and_ingest_on_the_bundled_sample(tmp_path):
+def test_cli_runs_bootstrap_and_ingest_on_the_bundled_sample(spark_subprocess, tmp_path):
     root = tmp_path / "fresh"
     env = dict(os.environ, NR_LOG_LEVEL="WARNING")
     out = subprocess.run(
@@ -115,7 +115,7 @@ def test_cli_runs_bootstrap_and_ingest_on_the_bundled_sample(tmp_path):
     assert sorted(r["stage"] for r in runs) == ["bootstrap", "ingest"] and all(r["status"] == "ok" for r in runs)
 
 
-def test_spark_submit_entry_point(tmp_path):
+def test_spark_submit_entry_point(spark_subprocess, tmp_path):
     import shutil
 
     spark_submit = os.path.join(os.path.dirname(sys.executable), "spark-submit")

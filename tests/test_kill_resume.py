@@ -36,8 +36,6 @@ from jobs.common.config import load_config
 from jobs.pipeline import run_pipeline
 from tests.conftest import REPO
 
-pytestmark = pytest.mark.slow
-
 SEED = 14
 STAGES = ["ingest", "annotate", "synthesize", "question_dedup", "respond", "judge", "dataset"]
 KEYS = {
@@ -234,8 +232,7 @@ def test_kill_and_resume_trials(spark, reference, tmp_path):
     print(json.dumps(trials, indent=1))
 
 
-@pytest.mark.slow
-def test_annotate_with_real_vllm_killed_between_write_and_commit(tmp_path):
+def test_annotate_with_real_vllm_killed_between_write_and_commit(real_model, spark_subprocess, tmp_path):
     """The same trial with the real engine (SmolLM2-135M on vLLM's CPU build): ``annotate`` is
     SIGKILLed between a chunk's Parquet write and its Delta commit, then a second ``nr run``
     finishes it. No key is lost or doubled and ``runs`` shows the killed attempt. Contents are

@@ -9,7 +9,7 @@ import json
 from pyspark.sql import functions as F
 
 from jobs.common.config import load_config
-from jobs.common.runner import run_stage
+from jobs.pipeline import run_stage
 from jobs.common.storage import TableStore
 
 SCRIPT = "udfs.llm.scripted_pipeline:respond"

@@ -219,11 +219,10 @@ def test_row_error_vs_fatal_error(spark):
         generate(with_prompt(bad, "respond"), key_cols=["k"], model=model, sampling=SamplingConfig()).collect()
 
 
-@pytest.mark.slow
-def test_transformers_engine_on_smollm2():
+def test_transformers_engine_on_smollm2(real_model):
     from udfs.llm.hf_engine import TransformersEngine
 
-    e = TransformersEngine({"model": "smollm2-135m", "max_model_len": 2048, "torch_threads": 2})
+    e = TransformersEngine({"model": real_model, "max_model_len": 2048, "torch_threads": 2})
     convs = [[{"role": "user", "content": "What is 2+2? Answer briefly."}],
              [{"role": "user", "content": "Is water wet? Reply Yes or No."}],
              [{"role": "user", "content": "word " * 3000}]]

@@ -10,7 +10,7 @@ from __future__ import annotations
 import pytest
 from pyspark.sql import functions as F
 
-from jobs.common import runner
+from jobs.pipeline import run_stage
 from jobs.common.config import validate_config
 from jobs.common.llm import PromptFieldError
 from jobs.common.storage import TableStore
@@ -40,7 +40,7 @@ def test_rows_carry_prompt_and_model_and_runs_carry_tokens_and_failures(spark, t
     cfg = stage_config(str(tmp_path / "root"))
     store = TableStore(spark, cfg.storage)
     write_documents(spark, store)
-    row = runner.run_stage(cfg, "annotate", spark=spark)
+    row = run_stage(cfg, "annotate", spark=spark)
 
     ann = store.read("annotations")
     prompt = load_prompt("annotate")
@@ -66,7 +66,7 @@ def test_prompt_field_missing_from_input_stops_the_stage_before_generation(spark
     store = TableStore(spark, cfg.storage)
     write_documents(spark, store)
     with pytest.raises(PromptFieldError, match="question"):
-        runner.run_stage(cfg, "annotate", spark=spark)
+        run_stage(cfg, "annotate", spark=spark)
     assert not store.exists("annotations")
     [run] = store.read("runs").where(F.col("stage") == "annotate").collect()
     assert run.status == "failed" and "PromptFieldError" in run.error

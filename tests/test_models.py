@@ -40,7 +40,7 @@ FETCH = textwrap.dedent("""
 
 
 @pytest.fixture(scope="module")
-def cache(tmp_path_factory):
+def cache(real_model, tmp_path_factory):
     """A fresh cache filled by two processes racing for the same model (as Spark workers do)."""
     root = tmp_path_factory.mktemp("nr-cache")
     procs = [subprocess.Popen([sys.executable, "-c", FETCH, str(root), REPO], stdout=subprocess.PIPE,

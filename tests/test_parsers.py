@@ -7,7 +7,7 @@ from hypothesis import strategies as st
 
 from udfs import keys, parsers
 from udfs.parsers import (answer_bucket, extract_json_object, parse_annotation, parse_quality, parse_question,
-                          parse_verdict, select_document)
+                          parse_verdict)
 
 
 def test_doctests():
@@ -51,13 +51,6 @@ def test_annotation_failures_have_status(text, status):
 def test_annotation_lenient_lines():
     got = parse_annotation("completeness: 3\ncomplexity: 4\ncorrectness: 4\nreasoning: 4")
     assert got["status"] == "ok" and got["reasoning"] == 4
-
-
-def test_select_document_rule():
-    scores = parse_annotation(GOOD_ANNOTATION)
-    assert select_document(scores, {"complexity": 4, "reasoning": 4})
-    assert not select_document(scores, {"correctness": 4})
-    assert not select_document({"status": "no_json"}, {})
 
 
 def test_question_with_and_without_reference():

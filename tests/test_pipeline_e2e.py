@@ -9,14 +9,13 @@ from __future__ import annotations
 
 import json
 import os
+import shutil
 
-import pytest
 from pyspark.sql import functions as F
 
 from jobs.common.config import validate_config
 from jobs.common.storage import TableStore
 from jobs.pipeline import run_pipeline
-from tests.conftest import REPO
 from udfs.llm import scripted_pipeline
 
 SCRIPT = "udfs.llm.scripted_pipeline:respond"
@@ -119,22 +118,16 @@ def scripted_config(root: str, extra_jsonl: str) -> dict:
     }
 
 
-@pytest.fixture(scope="module")
-def pipeline_run(spark, tmp_path_factory):
-    base = tmp_path_factory.mktemp("e2e")
-    extra = base / "planted.jsonl"
-    extra.write_text("".join(json.dumps(d) + "\n" for d in benchmark_docs()))
-    cfg = validate_config(scripted_config(str(base / "root"), str(extra)), "test")
-    rows = run_pipeline(cfg, spark=spark)
-    return cfg, TableStore(spark, cfg.storage), rows
-
-
 def counts_of(rows, stage):
     return next(r for r in rows if r["stage"] == stage)["counts"]
 
 
-def test_every_stage_ran_ok(pipeline_run):
-    _, _, rows = pipeline_run
+# The run itself is conftest's session fixture ``sample_run`` (scripted_config above, on the
+# sample plus benchmark_docs), shared read-only with the status, report and notebook tests.
+
+
+def test_every_stage_ran_ok(sample_run):
+    _, rows = sample_run
     assert [(r["stage"], r["status"]) for r in rows] == [
         ("bootstrap", "ok"), ("ingest", "ok"), ("doc_dedup", "ok"), ("annotate", "ok"), ("synthesize", "ok"),
         ("question_dedup", "ok"), ("decontaminate", "ok"), ("embed", "ok"), ("respond", "ok"), ("judge", "ok"),
@@ -142,8 +135,9 @@ def test_every_stage_ran_ok(pipeline_run):
         ("select_targeted", "ok")]
 
 
-def test_counts_follow_from_the_corpus_and_the_model(pipeline_run):
-    cfg, store, rows = pipeline_run
+def test_counts_follow_from_the_corpus_and_the_model(sample_run, spark):
+    cfg, rows = sample_run
+    store = TableStore(spark, cfg.storage)
     docs = store.read("documents")
     ok_docs = docs.where(F.col("status") == "ok")
     dupes = store.read("dedup_documents_clusters").where(~F.col("keep")).select(F.col("id").alias("doc_id"))
@@ -201,9 +195,10 @@ def test_counts_follow_from_the_corpus_and_the_model(pipeline_run):
     assert judg.where((F.col("kind") == "self_score") & F.col("score").isNull()).count() == 0
 
 
-def test_pinned_counts(pipeline_run):
+def test_pinned_counts(sample_run, spark):
     """Exact figures for the bundled sample; a change here means the corpus, a parser or a stage changed."""
-    _, store, rows = pipeline_run
+    cfg, _ = sample_run
+    store = TableStore(spark, cfg.storage)
     got = {
         "documents": store.read("documents").count(),
         "annotations": store.read("annotations").count(),
@@ -226,8 +221,9 @@ PINNED = {"documents": 105, "annotations": 94, "selected": 59, "questions": 59, 
           "judgments": 207, "parse_failures": {"truncated": 3}}
 
 
-def test_dataset_schema_and_export(pipeline_run):
-    cfg, store, _ = pipeline_run
+def test_dataset_schema_and_export(sample_run, spark):
+    cfg, _ = sample_run
+    store = TableStore(spark, cfg.storage)
     ds = store.read("dataset")
     assert ds.columns[:3] == ["question", "reference_answer", "responses"]
     r = ds.where(F.size("responses") > 0).first()
@@ -242,27 +238,20 @@ def test_dataset_schema_and_export(pipeline_run):
     assert {"question", "reference_answer", "responses", "question_id", "self_score"} <= set(lines[0])
 
 
-def test_rerun_changes_nothing(pipeline_run, spark):
-    cfg, store, _ = pipeline_run
+def test_rerun_changes_nothing(sample_run, spark, tmp_path):
+    """A second run over a finished one writes no table (on a copy: the sample run is shared read-only)."""
+    shared, _ = sample_run
+    raw = shared.model_dump(mode="json")
+    raw["storage"]["root"] = str(tmp_path / "root")
+    shutil.copytree(shared.storage.root, raw["storage"]["root"])
+    cfg = validate_config(raw, "test")
+    store = TableStore(spark, cfg.storage)
     tables = ["documents", "annotations", "questions", "responses", "judgments", "dataset", "contamination",
               "dedup_questions_clusters"]
     before = {t: store.version(t) for t in tables}
     rows = run_pipeline(cfg, spark=spark)
     assert all(r["status"] == "ok" for r in rows)
     assert {t: store.version(t) for t in tables} == before
-
-
-def test_notebook_runs_top_to_bottom(pipeline_run, monkeypatch):
-    cfg, _, _ = pipeline_run
-    monkeypatch.setenv("NR_ROOT", cfg.storage.root)
-    monkeypatch.chdir(os.path.join(REPO, "notebooks"))
-    with open(os.path.join(REPO, "notebooks", "explore_tables.ipynb")) as f:
-        nb = json.load(f)
-    scope: dict = {}
-    for cell in nb["cells"]:
-        if cell["cell_type"] == "code":
-            exec(compile("".join(cell["source"]), "notebook", "exec"), scope)
-    assert scope["tables"]["dataset"].count() > 0
 
 
 def test_a_selection_that_keeps_nothing_still_completes(spark, tmp_path):

@@ -29,9 +29,8 @@ VALID = {
 MIN_QUESTIONS, MIN_DATASET = 15, 10
 
 
-@pytest.mark.slow
 @pytest.mark.parametrize("dtype", ["float32", "bfloat16"])
-def test_main_command_with_smollm2(spark, tmp_path, dtype, capsys):
+def test_main_command_with_smollm2(spark, real_model, tmp_path, dtype, capsys):
     overrides = [f"storage.root={tmp_path / 'root'}", "pipeline.progress=false",
                  f"llm.models.default.dtype={dtype}"]
     args = ["run", "--config", f"{REPO}/conf/local.yaml", "--report", str(tmp_path / "report")]

@@ -22,9 +22,8 @@ from tests.conftest import REPO, SHARED_DATA
 PAGES = os.path.join(SHARED_DATA, "corpus", "dclm_cc_pages.jsonl")
 
 
-@pytest.mark.slow
 @pytest.mark.skipif(not os.path.exists(PAGES), reason=f"the real Common Crawl pages are not here ({PAGES})")
-def test_default_pipeline_on_real_pages(spark, tmp_path, capsys):
+def test_default_pipeline_on_real_pages(spark, real_model, tmp_path, capsys):
     source = [{"name": "dclm", "path": PAGES, "format": "jsonl", "url_col": None}]
     overrides = [f"storage.root={tmp_path / 'root'}", "pipeline.progress=false",
                  "ingest.sources=" + json.dumps(source), "annotate.select={top_n: 40}",

@@ -16,9 +16,9 @@ from deltalake import DeltaTable
 
 from jobs import cli
 from jobs.common.config import validate_config
-from jobs.common.runner import STAGE_MODULES
+from jobs.stages import NAMES as STAGE_MODULES
 from jobs.common.storage import TableStore
-from jobs.report import build_report
+from jobs.ops.report import build_report
 
 # Stages whose every run rebuilds the whole output (the others add only what is pending).
 WHOLE_TABLE = ("doc_dedup", "question_dedup", "decontaminate", "semdedup", "dataset", "train_data",
@@ -238,7 +238,9 @@ def test_every_number_equals_an_independent_count(report):
     assert {p for p in top if not p.startswith(".examples")} == set(got_numbers)
     assert [{k: ex[k] for k in ("question_quality_score", "reference_agreement", "self_score")}
             for ex in got["examples"]] == exp["examples"]
-    assert got["table1"]["overall"]["questions"] == 49 and got["funnel"][-1] == {"step": "dataset", "count": 49}
+    dataset = len(read(cfg.storage.root, "dataset"))
+    assert dataset > 0 and got["table1"]["overall"]["questions"] == dataset
+    assert got["funnel"][-1] == {"step": "dataset", "count": dataset}
 
 
 def test_examples_are_seeded_rows_with_their_lineage(report, spark):

@@ -1,19 +1,16 @@
 """The stage runner: runs rows, chunked commits, resume after a crash, idempotent re-runs."""
-import sys
-import types
-
 import pytest
 from pyspark.sql import functions as F
 
+from jobs import pipeline
 from jobs.common import runner
+from jobs.common.stage import Output, Stage
 
 
-def make_stage(monkeypatch, name, fn, inputs=("src",), outputs=("dst",)):
-    mod = types.ModuleType(f"toy_{name}")
-    mod.INPUTS, mod.OUTPUTS, mod.run = list(inputs), list(outputs), fn
-    monkeypatch.setitem(sys.modules, mod.__name__, mod)
-    monkeypatch.setitem(runner.STAGE_MODULES, name, mod.__name__)
-    return mod
+def make_stage(name, fn, inputs=("src",), outputs=("dst",)) -> Stage:
+    """A toy stage spec (whole-table kind: no llm_error retry)."""
+    return Stage(name, "corpus", "whole_table", fn, "toy", inputs=tuple(inputs),
+                 outputs=tuple(Output(o, ("k",)) for o in outputs))
 
 
 class Boom(RuntimeError):
@@ -42,15 +39,15 @@ def chunked_stage(fail_after_chunks=None):
 def test_killed_stage_resumes_with_every_key_once(spark, cfg, store, monkeypatch):
     store.overwrite("src", spark.range(100).select(F.col("id").cast("string").alias("k"), F.col("id").alias("v")))
     run, state = chunked_stage(fail_after_chunks=4)
-    make_stage(monkeypatch, "toy", run)
+    toy = make_stage("toy", run)
     with pytest.raises(Boom):
-        runner.run_stage(cfg, "toy", spark=spark)
+        runner.run_stage(cfg, toy, spark=spark)
     partial = store.read("dst").count()
     assert 0 < partial < 100, "chunks before the crash are committed"
 
     run2, state2 = chunked_stage()
-    make_stage(monkeypatch, "toy", run2)
-    row = runner.run_stage(cfg, "toy", spark=spark)
+    toy = make_stage("toy", run2)
+    row = runner.run_stage(cfg, toy, spark=spark)
     dst = store.read("dst")
     assert dst.count() == 100 and dst.select("k").distinct().count() == 100
     assert row["counts"]["out"] == 100 - partial
@@ -58,7 +55,7 @@ def test_killed_stage_resumes_with_every_key_once(spark, cfg, store, monkeypatch
 
     # a third run has nothing to do and does not commit
     v = store.version("dst")
-    row3 = runner.run_stage(cfg, "toy", spark=spark)
+    row3 = runner.run_stage(cfg, toy, spark=spark)
     assert store.version("dst") == v and row3["counts"].get("out", 0) == 0
 
     runs = store.read("runs").where(F.col("stage") == "toy").orderBy("started_at").collect()
@@ -75,23 +72,20 @@ def test_up_to_date_tracks_inputs_and_outputs(spark, cfg, store, monkeypatch):
     seen = []
 
     def run(ctx):
-        if ctx.up_to_date(["src"], ["dst"]):
+        if ctx.up_to_date():
             seen.append("skipped")
             return
         seen.append("ran")
         ctx.store.overwrite("dst", ctx.store.read("src"))
 
-    make_stage(monkeypatch, "whole", run)
-    runner.run_stage(cfg, "whole", spark=spark)
-    runner.run_stage(cfg, "whole", spark=spark)
+    whole = make_stage("whole", run)
+    runner.run_stage(cfg, whole, spark=spark)
+    runner.run_stage(cfg, whole, spark=spark)
     store.append("src", spark.range(3, 4).select(F.col("id").cast("string").alias("k")))
-    runner.run_stage(cfg, "whole", spark=spark)
+    runner.run_stage(cfg, whole, spark=spark)
     assert seen == ["ran", "skipped", "ran"]
 
 
-def test_unknown_and_unbuilt_stages(cfg, monkeypatch):
+def test_unknown_stage(cfg):
     with pytest.raises(KeyError, match="unknown stage"):
-        runner.load_stage("nope")
-    monkeypatch.setitem(runner.STAGE_MODULES, "ghost", "jobs.ghost_stage_not_written")
-    with pytest.raises(runner.StageNotBuilt):
-        runner.load_stage("ghost")
+        pipeline.run_stage(cfg, "nope")

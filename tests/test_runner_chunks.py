@@ -2,23 +2,19 @@
 commits, counts from one aggregation; and the generation UDF's engine calls."""
 import doctest
 import os
-import sys
-import types
 
 import pandas as pd
 import pytest
 from pyspark.sql import functions as F
 
 from jobs.common import chunks, runner
+from jobs.common.stage import Output, Stage
 from udfs.llm import generate as gen
 from udfs.llm.base import Completion, Sampling
 
 
-def _stage(monkeypatch, name, fn):
-    mod = types.ModuleType(f"toy_{name}")
-    mod.INPUTS, mod.OUTPUTS, mod.run = ["src"], ["dst"], fn
-    monkeypatch.setitem(sys.modules, mod.__name__, mod)
-    monkeypatch.setitem(runner.STAGE_MODULES, name, mod.__name__)
+def _stage(name, fn) -> Stage:
+    return Stage(name, "corpus", "whole_table", fn, "toy", inputs=("src",), outputs=(Output("dst", ("k",)),))
 
 
 def _src(spark, store, n=120):
@@ -54,9 +50,9 @@ def test_pending_is_evaluated_once_and_counts_come_from_the_chunks(spark, cfg, s
         src = ctx.store.read("src").withColumn("v", seen("v"))
         ctx.count("out", ctx.process_in_chunks(ctx.pending(src, "dst", ["k"]), ["k"], fn, "dst", ["k"], chunk_rows=25))
 
-    _stage(monkeypatch, "once", run)
+    stage = _stage("once", run)
     monkeypatch.setattr(cfg.pipeline, "chunks_in_flight", 2)
-    row = runner.run_stage(cfg, "once", spark=spark)
+    row = runner.run_stage(cfg, stage, spark=spark)
     assert acc.value == 120, "the pending rows are computed once, not once per chunk"
     assert len(calls) >= 120 // 25
     c = row["counts"]
@@ -83,18 +79,18 @@ def test_a_failed_run_resumes_from_its_staging_and_commits_nothing_twice(spark, 
         pending = ctx.pending(ctx.store.read("src"), "dst", ["k"])
         ctx.count("out", ctx.process_in_chunks(pending, ["k"], fn, "dst", ["k"], chunk_rows=10))
 
-    _stage(monkeypatch, "resume", run)
+    stage = _stage("resume", run)
     # one chunk job at a time, so that "the 4th call fails" is the 4th chunk (commits stay in the background)
     monkeypatch.setattr(cfg.pipeline, "chunks_in_flight", 1)
     with pytest.raises(RuntimeError, match="preempted"):
-        runner.run_stage(cfg, "resume", spark=spark)
+        runner.run_stage(cfg, stage, spark=spark)
     committed = store.read("dst").count()
     assert committed == 30, "the chunks before the failing one commit, in order; none after it"
     staging = os.path.join(cfg.storage.root, "_staging", "resume", "dst-1")
     assert os.listdir(staging), "a failed call keeps its staging for the re-run"
 
     state.update(n=0, fail_after=None)
-    row = runner.run_stage(cfg, "resume", spark=spark)
+    row = runner.run_stage(cfg, stage, spark=spark)
     assert row["counts"]["out"] == 70 and state["n"] == 7, "only the uncommitted chunks run again"
     dst = store.read("dst")
     assert dst.count() == 100 and dst.select("k").distinct().count() == 100

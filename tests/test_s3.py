@@ -133,7 +133,7 @@ def test_bridge_commits_reads_and_keys_present_on_s3(spark_s3, s3, tmp_path):
 
 
 def test_a_stage_on_s3_writes_its_table_and_its_runs_row(spark_s3, s3, tmp_path):
-    from jobs.common.runner import run_stage
+    from jobs.pipeline import run_stage
 
     cfg = s3_config(s3, tmp_path)
     row = run_stage(cfg, "bootstrap", spark=spark_s3)
@@ -163,7 +163,7 @@ def test_a_missing_bucket_fails_the_write_with_its_name(spark_s3, s3, tmp_path):
 def test_export_to_s3_writes_jsonl_and_parquet_that_read_back(spark_s3, s3, tmp_path):
     from types import SimpleNamespace
 
-    from jobs.dataset import export
+    from jobs.stages.answers.dataset import export
 
     cfg = s3_config(s3, tmp_path, f"dataset.export_dir=s3://{s3.bucket}/exports/v1")
     rows = [(f"q{i}", None if i % 2 else f"a{i}", [(f"m{i}", f"r{i}")], f"id{i:02d}") for i in range(7)]
@@ -200,7 +200,7 @@ BASE = "the quick brown fox jumps over the lazy dog near the old river bank toda
 
 
 def test_nr_dedup_reads_jsonl_from_s3_and_writes_parquet_to_s3(spark_s3, s3):
-    from jobs.dedup import cli_main
+    from jobs.tools.dedup import cli_main
 
     rows = [{"id": "a", "text": BASE}, {"id": "b", "text": BASE + " again"},
             {"id": "c", "text": "completely different words about linear algebra and eigenvalues"}]
@@ -216,7 +216,7 @@ def test_nr_dedup_reads_jsonl_from_s3_and_writes_parquet_to_s3(spark_s3, s3):
 
 
 def test_nr_dedup_reports_a_missing_input_with_its_path(spark_s3, s3):
-    from jobs.dedup import cli_main
+    from jobs.tools.dedup import cli_main
 
     with pytest.raises(fs.PathNotFound) as e:
         cli_main(["--input", s3.uri("nothing"), "--input-format", "parquet", "--id-col", "id", "--text-col", "t",
@@ -229,7 +229,7 @@ QUESTION = ("a train leaves the station at noon travelling at sixty miles per ho
 
 
 def test_the_benchmark_index_and_raw_benchmarks_read_from_s3_as_from_disk(s3, tmp_path):
-    from jobs import benchmark_index as bi
+    from jobs.common import benchmark_index as bi
 
     fs.upload(bi.BUILTIN_INDEX, s3.uri("index"), s3.options)
     local, remote = bi.read(bi.BUILTIN_INDEX), bi.read(s3.uri("index"), s3.options)
@@ -249,8 +249,8 @@ def test_the_benchmark_index_and_raw_benchmarks_read_from_s3_as_from_disk(s3, tm
 
 
 def test_nr_decontaminate_reads_parquet_and_benchmarks_from_s3_and_writes_to_s3(spark_s3, s3, tmp_path, capsys):
-    from jobs import benchmark_index as bi
-    from jobs.decontaminate import cli_main
+    from jobs.common import benchmark_index as bi
+    from jobs.tools.decontaminate import cli_main
 
     fs.upload(bi.BUILTIN_INDEX, s3.uri("index"), s3.options)
     s3.put("bench/mine.jsonl", (json.dumps({"id": "b1", "question": QUESTION}) + "\n").encode())

@@ -11,13 +11,10 @@ import os
 import subprocess
 import sys
 
-import pytest
 import yaml
 
 from tests.conftest import REPO
 from tests.test_openai_faults import RawServer, ok_body, respond
-
-pytestmark = pytest.mark.slow
 
 KEY = "sk-nr-SECRET-canary-4b1d9e7a"
 ANNOTATION = {"completeness": 4, "complexity": 4, "correctness": 4, "reasoning": 4, "domain": "math"}
@@ -49,7 +46,7 @@ def nr(config: str, stages: str) -> subprocess.CompletedProcess:
                           cwd=REPO, env=env, capture_output=True, timeout=900)
 
 
-def test_api_key_is_in_no_log_line_and_no_table(tmp_path):
+def test_api_key_is_in_no_log_line_and_no_table(spark_subprocess, tmp_path):
     srv = RawServer(behaviour)
     srv.revoked = False
     try:

@@ -10,9 +10,9 @@ import pytest
 from pyspark.sql import functions as F
 
 from jobs.common.config import validate_config
-from jobs.common.runner import run_stage
+from jobs.pipeline import run_stage
 from jobs.common.storage import TableStore
-from jobs.select_traces import (long_cot_threshold, select_disagreement, select_long_cot, select_random,
+from jobs.stages.selection.select_traces import (long_cot_threshold, select_disagreement, select_long_cot, select_random,
                                 select_strategy_diversity)
 from udfs.traces import answer_key, final_answer, parse_strategies, parse_trace
 

@@ -41,8 +41,7 @@ def run(proj, *args, timeout=900):
                           timeout=timeout)
 
 
-@pytest.mark.slow
-def test_tracked_files_alone_run_the_pipeline_and_decontaminate(tmp_path):
+def test_tracked_files_alone_run_the_pipeline_and_decontaminate(spark_subprocess, tmp_path):
     proj = tracked_copy(tmp_path)
     assert not os.path.exists(os.path.join(str(tmp_path), "shared"))
     where = run(proj, "-c", "import jobs, udfs; print(jobs.__file__); print(udfs.__file__)")

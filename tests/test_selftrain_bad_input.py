@@ -41,7 +41,6 @@ def scored(spark, tmp_path_factory):
     return cfg, store, rows
 
 
-@pytest.mark.slow
 def test_every_bad_sample_gets_a_status(scored):
     _, store, rows = scored
     assert [r["status"] for r in rows] == ["ok", "ok"]
@@ -59,7 +58,6 @@ def test_every_bad_sample_gets_a_status(scored):
     assert got[1.0, 1].self_score is None
 
 
-@pytest.mark.slow
 def test_classes_and_selection_over_bad_samples(scored):
     _, store, rows = scored
     classes = {(r.temperature, r.sample_idx): r for r in store.read("answer_classes").collect()}

@@ -21,7 +21,6 @@ from jobs.pipeline import run_pipeline
 from udfs.answers import extract_answer, group_answers
 
 SCRIPT = "udfs.llm.scripted_pipeline:respond"
-pytestmark = pytest.mark.slow  # the question stages run first: about 3 minutes
 STAGES = ["bootstrap", "ingest", "annotate", "synthesize", "question_dedup", "sample", "score", "train_data"]
 RULES = ["self_consistency", "self_score", "self_score_filtered", "reward", "reference"]
 
@@ -149,7 +148,7 @@ def test_selection_counts_in_runs(run):
 def test_score_generates_once_per_chunk(run, spark):
     """The self-score and the long-reference judge share one generation (routes): two
     generation nodes in one job would run as concurrent tasks and start a second engine."""
-    from jobs import score
+    from jobs.stages.selftrain import score
     from jobs.common.runner import StageContext
 
     cfg, store, _ = run

@@ -27,7 +27,7 @@ QUESTIONS_SCHEMA = "question_id string, doc_id string, question string, referenc
 
 
 @pytest.fixture(scope="module")
-def exported(spark, tmp_path_factory):
+def exported(spark, real_model, tmp_path_factory):
     root = tmp_path_factory.mktemp("smol_selftrain")
     cfg = load_config(f"{REPO}/conf/local.yaml", [
         f"storage.root={root}", "pipeline.progress=false",
@@ -41,7 +41,6 @@ def exported(spark, tmp_path_factory):
     return cfg, store, runs
 
 
-@pytest.mark.slow
 def test_real_samples_scores_and_exports(exported):
     cfg, store, runs = exported
     samples = store.read("samples")
@@ -100,14 +99,12 @@ def _train(cfg, kind: str, out_dir: str):
     return trainer.train()
 
 
-@pytest.mark.slow
 def test_trl_sft_trains_on_the_sft_export(exported, tmp_path):
     out = _train(exported[0], "sft", str(tmp_path / "sft"))
     assert out.global_step == 2
     assert math.isfinite(out.training_loss) and out.training_loss > 0
 
 
-@pytest.mark.slow
 def test_trl_dpo_trains_on_the_dpo_export(exported, tmp_path):
     out = _train(exported[0], "dpo", str(tmp_path / "dpo"))
     assert out.global_step == 2

@@ -11,7 +11,7 @@ import pytest
 from jobs import cli
 from jobs.common.config import load_config
 from jobs.common.storage import TableStore
-from jobs.report import MIN_MAP_POINTS
+from jobs.ops.report import MIN_MAP_POINTS
 from tests.conftest import REPO
 from tests.test_pipeline_e2e import SCRIPT, _survives_scripted_model
 

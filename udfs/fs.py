@@ -63,8 +63,14 @@ def is_s3(path: str) -> bool:
 
 
 def is_remote(path: str) -> bool:
-    """True for object stores (anything with a scheme other than file:// and dbfs:/)."""
+    """True for object stores (anything with a scheme other than file://): the one test of a
+    path's kind; ``is_local`` also leaves out Databricks' dbfs:/."""
     return "://" in path and not path.startswith("file://")
+
+
+def is_local(path: str) -> bool:
+    """A path on this machine's file system (plain, or file://)."""
+    return not is_remote(path) and not path.startswith("dbfs:")
 
 
 def s3_uri(path: str) -> str:

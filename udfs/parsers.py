@@ -211,13 +211,6 @@ def parse_annotation(text: Optional[str]) -> dict:
     return {"status": "ok", **out}
 
 
-def select_document(scores: dict, rule: dict[str, int]) -> bool:
-    """A document goes on to synthesis when every configured axis reaches its minimum."""
-    if scores.get("status") != "ok":
-        return False
-    return all((scores.get(axis) or 0) >= minimum for axis, minimum in rule.items())
-
-
 def normalize_reference(value: Any) -> Optional[str]:
     if value is None or isinstance(value, bool):
         return None

@@ -17,10 +17,10 @@ from typing import Any, Optional
 
 from udfs.parsers import extract_json_object
 
-# Trace statuses. Usable: ok (tags or a reasoning field) and, when allowed, untagged.
+# Trace statuses (ARCHITECTURE.md §3): ok, untagged, empty, no_trace, unclosed_think, empty_answer,
+# empty_reasoning. Usable: ok (tags or a reasoning field) and, when allowed, untagged.
 TRACE_OK = "ok"
 TRACE_UNTAGGED = "untagged"  # no <think> tags; split at a marked final answer or the last paragraph
-TRACE_STATUSES = ("ok", "untagged", "empty", "no_trace", "unclosed_think", "empty_answer", "empty_reasoning")
 
 _OPEN, _CLOSE = "<think>", "</think>"
 _MARKER = re.compile(r"(?im)(?:^|\n)[ \t*#]*(?:final answer|answer)\s*(?:is)?\s*[:：]|\\boxed\s*\{|final answer\s*:")

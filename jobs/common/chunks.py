@@ -31,8 +31,6 @@ beside the table; the staged files plus the table's own transaction ids carry th
 """
 from __future__ import annotations
 
-import hashlib
-import json
 import logging
 import threading
 import time
@@ -47,6 +45,7 @@ from pyspark.sql import functions as F
 
 from jobs.common import logs
 from jobs.common.storage import delta_uri, spark_uri
+from udfs.keys import stable_hash
 from udfs.llm.watchdog import NR_CHUNK_PROPERTY, NR_STAGE_PROPERTY
 
 if TYPE_CHECKING:  # pragma: no cover
@@ -122,19 +121,20 @@ def _mark_complete(spark, location: str, build: str) -> None:
 
 def fingerprint(ctx: "StageContext", slot: str, pending: DataFrame, chunk_keys, output: str, output_keys,
                 chunk_rows: int) -> str:
-    section = ctx.stage if ctx.stage in type(ctx.cfg).model_fields else None
+    """What a staging was built for: the same fingerprint on a re-run means its chunks still hold
+    exactly the pending rows (the stage's config sections and ``llm`` are part of it)."""
     parts = {
         "stage": ctx.stage, "slot": slot, "output": output, "chunk_keys": list(chunk_keys),
         "output_keys": list(output_keys), "chunk_rows": chunk_rows,
         "inputs": dict(sorted((ctx.input_versions or {}).items())),
-        "stage_config": ctx.cfg.config_hash(section) if section else None,
-        "llm": ctx.cfg.config_hash("llm") if "llm" in type(ctx.cfg).model_fields else None,
+        "stage_config": ctx.spec.config_hash(ctx.cfg) if ctx.spec is not None else None,
+        "llm": ctx.cfg.config_hash("llm"),
         "schema": pending.schema.json(),
         # Rows deleted from the output at this run's start (llm.retry_llm_errors) are pending
         # again: a staging built before the delete does not hold them.
         "retried": ctx.counts.get("retried_llm_error", 0),
     }
-    return hashlib.sha256(json.dumps(parts, sort_keys=True, default=str).encode()).hexdigest()[:16]
+    return stable_hash(parts)
 
 
 def pack_files(file_rows: Sequence[tuple[str, int]], chunk_rows: int) -> list[Chunk]:

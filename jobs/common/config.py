@@ -7,8 +7,6 @@ path and what was expected.
 """
 from __future__ import annotations
 
-import hashlib
-import json
 import os
 from pathlib import Path
 from typing import Any, Literal, Optional
@@ -16,6 +14,8 @@ from typing import Any, Literal, Optional
 import yaml
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
 
+from udfs.fs import is_local
+from udfs.keys import stable_hash
 from udfs.parsers import AXES
 
 REPO_ROOT = Path(__file__).resolve().parents[2]
@@ -96,27 +96,9 @@ class StorageConfig(_Model):
 
 
 class PipelineSection(_Model):
-    stages: list[str] = Field(
-        default_factory=lambda: [
-            "bootstrap",
-            "ingest",
-            "doc_dedup",
-            "annotate",
-            "synthesize",
-            "question_dedup",
-            "decontaminate",
-            "embed",
-            "respond",
-            "judge",
-            "dataset",
-            "sample",
-            "score",
-            "train_data",
-            "select_traces",
-            "select_targeted",
-        ],
-        description="stages `nr run` runs, in order; semdedup (after embed) runs when it is added here "
-        "or named with --stages",
+    stages: Optional[list[str]] = Field(
+        None, description="stages `nr run` runs, in order; None = every stage of the registry (jobs/stages) "
+        "except the opt-in semdedup, which runs after embed when it is listed here or named with --stages",
     )
     chunk_rows: int = Field(256, ge=1, description="rows per commit in long (LLM) stages")
     chunks_in_flight: Optional[int] = Field(
@@ -358,13 +340,40 @@ class BenchmarkConfig(_Model):
     optional: bool = Field(False, description="a missing file (or unreachable hub) skips it instead of failing")
 
 
+# The built-in benchmarks (jobs/common/benchmarks.py reads them; the shipped index holds the four of BUILTIN).
+MMLU_STEM = [
+    "abstract_algebra", "anatomy", "astronomy", "college_biology", "college_chemistry", "college_computer_science",
+    "college_mathematics", "college_physics", "computer_security", "conceptual_physics", "electrical_engineering",
+    "elementary_mathematics", "high_school_biology", "high_school_chemistry", "high_school_computer_science",
+    "high_school_mathematics", "high_school_physics", "high_school_statistics", "machine_learning",
+]
+
+
+def _gpqa(name: str, file: str) -> BenchmarkConfig:
+    return BenchmarkConfig(name=name, format="csv", path="{benchmarks_dir}/" + file, text_fields=["Question"],
+                           id_field="Record ID")
+
+
+BUILTIN_BY_NAME = {b.name: b for b in [
+    BenchmarkConfig(name="math", format="csv", path="{benchmarks_dir}/math_test.csv", text_fields=["Question"]),
+    _gpqa("gpqa", "gpqa_diamond.csv"),
+    _gpqa("gpqa_main", "gpqa_main.csv"),
+    _gpqa("gpqa_extended", "gpqa_extended.csv"),
+    BenchmarkConfig(name="mmlu_pro", format="jsonl", path="{benchmarks_dir}/mmlu_pro/test.jsonl",
+                    text_fields=["question"], id_field="question_id"),
+    BenchmarkConfig(name="mmlu_stem", format="csv", path="{benchmarks_dir}/mmlu/{subject}_test.csv",
+                    text_fields=["question"], subset_field="subject", subset_values=MMLU_STEM),
+]}
+BUILTIN = [BUILTIN_BY_NAME[k] for k in ("math", "gpqa", "mmlu_pro", "mmlu_stem")]
+
+
 class DecontaminateConfig(_Model):
     enabled: bool = True
     ngram: int = Field(13, ge=1)
     min_matches: int = Field(1, ge=1, description="n-grams shared before an item counts as contaminated")
     index: Optional[str] = Field(
         "builtin", description="hashed benchmark index: builtin = the one shipped in the package (MATH, GPQA "
-        "diamond, MMLU-Pro, MMLU-STEM; jobs/benchmark_index.py), a folder written by `nr benchmarks build-index` "
+        "diamond, MMLU-Pro, MMLU-STEM; jobs/common/benchmark_index.py), a folder written by `nr benchmarks build-index` "
         "(local or s3://), or null = read every benchmark from its files")
     benchmarks_dir: str = Field(
         "${NR_BENCHMARKS_DIR:-}",
@@ -373,7 +382,7 @@ class DecontaminateConfig(_Model):
     )
     benchmarks: Optional[list[str | BenchmarkConfig]] = Field(
         None, description="None = every benchmark in the index (the built-in four), or the built-in definitions "
-        "when index is null; an entry is a name (in the index, else a built-in definition: jobs/benchmarks.py "
+        "when index is null; an entry is a name (in the index, else a built-in definition: jobs/common/benchmarks.py "
         "BUILTIN_BY_NAME) or a full definition, which is read from its files and merged with the index"
     )
     text_cols: list[str] = Field(default_factory=lambda: ["question"])
@@ -384,8 +393,6 @@ class DecontaminateConfig(_Model):
 
     @model_validator(mode="after")
     def _builtin_names(self) -> "DecontaminateConfig":
-        from jobs.benchmarks import BUILTIN_BY_NAME  # imported here: jobs.benchmarks imports this module
-
         if self.index not in (None, "builtin"):
             return self  # names held by a custom index are checked when it is read
         for b in self.benchmarks or []:
@@ -630,14 +637,18 @@ class PipelineConfig(_Model):
         """Expand ``{root}`` and ``${ENV:-default}`` in a configured path."""
         return expand_path(template, self.storage.root)
 
-    def config_hash(self, section: Optional[str] = None) -> str:
-        payload = self.model_dump(mode="json") if section is None else getattr(self, section).model_dump(mode="json")
-        return hashlib.sha256(json.dumps(payload, sort_keys=True).encode()).hexdigest()[:16]
+    def config_hash(self, *sections: str) -> str:
+        """The hash of the whole config, of one section, or of several sections together."""
+        if not sections:
+            return stable_hash(self.model_dump(mode="json"))
+        if len(sections) == 1:
+            return stable_hash(getattr(self, sections[0]).model_dump(mode="json"))
+        return stable_hash({s: getattr(self, s).model_dump(mode="json") for s in sections})
 
 
 def expand_path(template: str, root: str) -> str:
     out = os.path.expandvars(_expand_env_defaults(template)).replace("{root}", root)
-    if out and "://" not in out and not out.startswith("dbfs:"):  # "" stays "" (unset), not "."
+    if out and is_local(out):  # "" stays "" (unset), not "."
         out = str(Path(out).expanduser())
     return out
 
@@ -724,7 +735,7 @@ def load_config(path: Optional[str | Path] = None, overrides: Optional[list[str]
     data: dict = {}
     source = "<defaults>"
     if path is not None:
-        p = Path(path) if "://" not in str(path) and not str(path).startswith("dbfs:") else str(path)
+        p = Path(path) if is_local(str(path)) else str(path)
         source = str(p)
         try:
             loaded = yaml.safe_load(_read_config_file(str(path))) or {}

@@ -1,4 +1,4 @@
-"""Stage-level GPU scheduling for LLM stages (DESIGN §6): the one place Spark versions differ.
+"""Stage-level GPU scheduling for LLM stages (ARCHITECTURE.md §6): the one place Spark versions differ.
 
 An LLM stage asks for ``gpus_per_task`` GPUs per task with a ResourceProfile that carries
 only task requests (``TaskResourceRequests().resource("gpu", n)``): the executors the

@@ -14,7 +14,6 @@ from pyspark.sql import functions as F
 from jobs.common.config import ModelConfig, PipelineConfig, SamplingConfig
 from jobs.common.runner import StageContext
 from udfs.echo import ECHO_THRESHOLD
-from udfs.keys import SEP
 
 GEN_META = ["model", "prompt_name", "prompt_hash", "prompt_tokens", "completion_tokens", "finish_reason", "error"]
 
@@ -87,14 +86,8 @@ def row_status(parsed_status: Optional[Column] = None, echo: bool = False) -> Co
     return base.otherwise(parsed_status)
 
 
-def content_key_col(*cols: Column) -> Column:
-    """Spark twin of ``udfs.keys.content_key``."""
-    parts = []
-    for i, c in enumerate(cols):
-        if i:
-            parts.append(F.lit(SEP))
-        parts.append(F.coalesce(c.cast("string"), F.lit("")))
-    return F.substring(F.sha2(F.concat(*parts), 256), 1, 32)
+# The tables ``usable_questions`` reads: a stage that reads usable questions lists them among its inputs.
+USABLE_INPUTS = ("questions", "dedup_questions_clusters", "contamination", "semdedup_questions_clusters")
 
 
 def removed_question_ids(ctx: StageContext) -> Optional[DataFrame]:
@@ -114,6 +107,15 @@ def removed_question_ids(ctx: StageContext) -> Optional[DataFrame]:
     for p in parts[1:]:
         out = out.unionByName(p)
     return out.distinct()
+
+
+def run_on_usable_questions(ctx: StageContext, work, cols: Sequence[str] = ("question_id", "question")) -> None:
+    """The run of a stage whose rows are the usable questions: count them, then its passes
+    (``work(ctx, questions)``) over one cached copy."""
+    qs = usable_questions(ctx).select(*cols).persist()
+    ctx.count("in", qs.count())
+    ctx.run_work(work(ctx, qs))
+    qs.unpersist()
 
 
 def usable_questions(ctx: StageContext) -> DataFrame:

@@ -22,6 +22,8 @@ from contextlib import contextmanager
 from dataclasses import dataclass
 from typing import Iterator, Optional, TextIO
 
+from udfs import fs
+
 FORMAT = "%(asctime)s %(levelname)s %(name)s: %(message)s"
 DATEFMT = "%H:%M:%S"
 OURS = ("nr", "jobs", "udfs", "benchmarks", "py.warnings")
@@ -73,7 +75,7 @@ def is_debug(level: str) -> bool:
 
 def log_path_for(root: str, run_id: str) -> Optional[str]:
     """``<root>/logs/<run id>.log`` for a local root; None for s3://, dbfs:/ and other remote roots."""
-    if "://" in root or root.startswith("dbfs:"):
+    if not fs.is_local(root):
         return None
     return os.path.join(os.path.abspath(os.path.expanduser(root)), "logs", f"{run_id}.log")
 
@@ -165,3 +167,22 @@ def jvm_output(run_log: RunLog) -> Iterator[None]:
         os.dup2(saved[1], 2)
         for fd in (*saved, write_fd):
             os.close(fd)
+
+
+def render_tables(*tables: tuple[str, list[str], list[list[str]]], width: int = 160, title_justify: str = "left") -> str:
+    """Plain-text tables (rich, no colour) for ``nr status``, ``nr plan`` and the run summary."""
+    import io
+
+    from rich.console import Console
+    from rich.table import Table
+
+    buf = io.StringIO()
+    console = Console(file=buf, width=width, force_terminal=False, color_system=None)
+    for title, header, rows in tables:
+        t = Table(title=title, title_justify=title_justify)
+        for col in header:
+            t.add_column(col, overflow="fold")
+        for r in rows:
+            t.add_row(*r)
+        console.print(t)
+    return buf.getvalue()

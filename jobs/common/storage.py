@@ -1,4 +1,4 @@
-"""Delta tables with two backends behind one interface (DESIGN §5).
+"""Delta tables with two backends behind one interface (ARCHITECTURE.md §5).
 
 * ``NativeDelta``: the session has Delta's SQL extension (Databricks, EMR with delta-spark).
 * ``BridgeDelta``: any other Spark. delta-rs reads the snapshot and hands its file list to
@@ -94,9 +94,9 @@ def delta_uri(path: str) -> str:
         return "s3://" + path.split("://", 1)[1]
     if path.startswith("dbfs:/"):
         raise StorageError(f"{path}: dbfs paths need the native Delta backend (run on Databricks)")
-    if "://" in path:
-        if path.startswith("file://"):
-            return os.path.abspath(urlparse(path).path)
+    if path.startswith("file://"):
+        return os.path.abspath(urlparse(path).path)
+    if nrfs.is_remote(path):
         return path
     return os.path.abspath(os.path.expanduser(path))
 
@@ -105,10 +105,6 @@ def spark_uri(path: str, s3_scheme: str = "s3a") -> str:
     if path.startswith("s3://") and s3_scheme != "s3":
         return f"{s3_scheme}://" + path[len("s3://"):]
     return path
-
-
-def _is_local(uri: str) -> bool:
-    return "://" not in uri or uri.startswith("file://")
 
 
 # --------------------------------------------------------------------------- who moves the bytes
@@ -214,7 +210,8 @@ def read_parquet_files(spark: SparkSession, uris: Sequence[str], schema: pa.Sche
     return paths.mapInArrow(body, spark_schema)
 
 
-def read_files(spark: SparkSession, path: str, fmt: str, cfg: StorageConfig) -> DataFrame:
+def read_files(spark: SparkSession, path: str, fmt: str, cfg: StorageConfig,
+               reader_options: Optional[dict] = None) -> DataFrame:
     """A JSONL or Parquet file or folder as a DataFrame, wherever it lies (the standalone tools' input).
 
     Spark reads it where it reaches the storage. Otherwise Parquet files are read by tasks
@@ -222,9 +219,10 @@ def read_files(spark: SparkSession, path: str, fmt: str, cfg: StorageConfig) -> 
     disk -- which only a local master's executors share, so a cluster that cannot reach the
     storage is an error that says so.
     """
+    reader = spark.read.options(**(reader_options or {}))
     if spark_handles(spark, path, cfg):
         target = spark_uri(path, cfg.spark_s3_scheme)
-        return spark.read.json(target) if fmt == "jsonl" else spark.read.parquet(target)
+        return reader.json(target) if fmt == "jsonl" else reader.parquet(target)
     opts = dict(cfg.storage_options)
     if nrfs.isdir(path, opts):
         ext = (".json", ".jsonl") if fmt == "jsonl" else (".parquet",)
@@ -254,7 +252,41 @@ def read_files(spark: SparkSession, path: str, fmt: str, cfg: StorageConfig) -> 
     for i, f in enumerate(files):
         nrfs.download(f, os.path.join(local, f"{i:05d}.json"), opts)
     log.info("%s: %d JSONL file(s) copied to %s for local Spark", path, len(files), local)
-    return spark.read.json(local)
+    return reader.json(local)
+
+
+def read_table(spark: SparkSession, path: str, fmt: str, cfg: StorageConfig,
+               reader_options: Optional[dict] = None) -> DataFrame:
+    """The one reader of a table by format, wherever it lies: a Delta table (native or through the
+    bridge), or JSONL / Parquet files (``read_files``). ``storage_options`` apply to every format."""
+    if fmt == "delta":
+        return make_backend(spark, cfg).read(path)
+    if fmt in ("jsonl", "parquet"):
+        return read_files(spark, path, fmt, cfg, reader_options)
+    raise ValueError(f"unknown input format {fmt!r}: jsonl, parquet or delta")
+
+
+def write_export(spark: SparkSession, df: DataFrame, target: str, formats: Sequence[str], cfg: StorageConfig,
+                 order_by: Sequence[str], shards: Optional[int] = None) -> str:
+    """The one writer of an export: ``target/<format>`` folders of JSONL and/or Parquet files of
+    ``df`` in ``order_by`` order; with ``shards``, that many files split by ranges of
+    ``order_by``. Spark's writer where Spark reaches the storage, else the tasks write the files
+    through ``udfs.fs`` with ``storage_options``. Returns ``target``."""
+    if shards:
+        ordered = df.repartitionByRange(shards, *order_by).sortWithinPartitions(*order_by)
+    else:
+        ordered = df.orderBy(*order_by).coalesce(max(1, spark.sparkContext.defaultParallelism // 2))
+    for fmt in formats:
+        folder = f"{target}/{fmt}"
+        if not spark_handles(spark, target, cfg):
+            write_task_files(spark, ordered, folder, fmt, cfg)
+            continue
+        writer = ordered.write.mode("overwrite")
+        if fmt == "jsonl":
+            writer.option("ignoreNullFields", "false").json(spark_uri(folder, cfg.spark_s3_scheme))
+        else:
+            writer.parquet(spark_uri(folder, cfg.spark_s3_scheme))
+    return target
 
 
 # --------------------------------------------------------------------------- backends
@@ -269,6 +301,7 @@ class DeltaBackend:
 
     def exists(self, path: str) -> bool: ...
     def version(self, path: str) -> Optional[int]: ...
+    def num_rows(self, path: str) -> Optional[int]: ...
     def read(self, path: str, version: Optional[int] = None) -> DataFrame: ...
     def append(self, path: str, df: DataFrame) -> int: ...
     def overwrite(self, path: str, df: DataFrame) -> int: ...
@@ -361,6 +394,11 @@ class NativeDelta(DeltaBackend):
         if not self.exists(path):
             return None
         return int(self._dt(path).history(1).collect()[0]["version"])
+
+    def num_rows(self, path: str) -> Optional[int]:
+        """``count()`` of a Delta table is answered from the log's statistics by Delta's
+        metadata-only count (Delta >= 2.2): no data file is opened."""
+        return self.read(path).count() if self.exists(path) else None
 
     def read(self, path: str, version: Optional[int] = None) -> DataFrame:
         r = self.spark.read.format("delta")
@@ -915,8 +953,7 @@ class TableStore:
 
     def num_rows(self, name: str) -> Optional[int]:
         """Row count from the Delta log's statistics, without reading data; None when unknown."""
-        fn = getattr(self.backend, "num_rows", None)
-        return fn(self.path(name)) if fn is not None else None
+        return self.backend.num_rows(self.path(name))
 
     def read_small(self, name: str, columns: Sequence[str], max_rows: int) -> Optional[pa.Table]:
         """The named columns of a table of at most ``max_rows`` rows (counted from the Delta log)

@@ -1,4 +1,4 @@
-"""The engine protocol every LLM backend implements (DESIGN §6).
+"""The engine protocol every LLM backend implements (ARCHITECTURE.md §6).
 
 Executor side: nothing here imports ``jobs``. Configs arrive as plain dicts (the driver's
 ``ModelConfig.model_dump()`` / ``SamplingConfig.model_dump()``).
@@ -10,8 +10,7 @@ import math
 from dataclasses import dataclass, field, fields
 from typing import Any, Iterable, Optional, Protocol, Sequence
 
-Message = dict  # {"role": "system"|"user"|"assistant", "content": str}
-Conversation = list  # list[Message]
+Conversation = list  # list of {"role": "system" | "user" | "assistant", "content": str}
 
 
 def merge_token_logprobs(pairs: Iterable[tuple[str, Optional[float]]]) -> dict[str, float]:

@@ -1,14 +1,13 @@
-"""One engine per Python worker process, cached by the hash of its config (DESIGN §6)."""
+"""One engine per Python worker process, cached by the hash of its config (ARCHITECTURE.md §6)."""
 from __future__ import annotations
 
 import gc
-import hashlib
-import json
 import logging
 import os
 import sys
 from collections import Counter
 
+from udfs.keys import stable_hash
 from udfs.llm.base import Engine
 
 log = logging.getLogger(__name__)
@@ -23,7 +22,7 @@ _CONSTRUCTIONS: Counter = Counter()
 
 
 def config_hash(model_cfg: dict) -> str:
-    return hashlib.sha256(json.dumps(model_cfg, sort_keys=True, default=str).encode()).hexdigest()[:16]
+    return stable_hash(model_cfg)
 
 
 def vllm_available() -> bool:

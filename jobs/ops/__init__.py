@@ -1,0 +1,1 @@
+"""Inspecting and launching the pipeline: ``nr status``, ``nr plan``, preflight, the run summary, ``nr report``, ``nr submit``."""

@@ -1,0 +1,1 @@
+"""Phase answers: answers and judgments, and the dataset: respond, judge, dataset."""

@@ -1,0 +1,1 @@
+"""Phase corpus: documents in: bootstrap, ingest, doc_dedup, annotate."""

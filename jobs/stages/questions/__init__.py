@@ -1,0 +1,1 @@
+"""Phase questions: questions from the selected documents: synthesize, question_dedup, decontaminate, embed, semdedup."""

@@ -1,0 +1,1 @@
+"""Phase selection: curated subsets: select_traces (NaturalThoughts), select_targeted."""

@@ -1,0 +1,1 @@
+"""Phase selftrain: self-training data: sample, score, train_data."""
