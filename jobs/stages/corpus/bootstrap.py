@@ -29,7 +29,7 @@ def sample_dir(configured: str | None) -> Path:
     if here.is_dir():
         return here
     # Installed as a wheel: the sample ships inside the package data of `jobs`.
-    return Path(__file__).resolve().parent / "sample_data"
+    return Path(__file__).resolve().parents[2] / "sample_data"
 
 
 def sample_targets(cfg: PipelineConfig) -> dict[str, str]:
