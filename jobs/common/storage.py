@@ -210,6 +210,10 @@ def read_parquet_files(spark: SparkSession, uris: Sequence[str], schema: pa.Sche
     return paths.mapInArrow(body, spark_schema)
 
 
+# JSONL files as the corpora ship them: plain, gzip or zstd.
+JSONL_SUFFIXES = tuple(f"{e}{c}" for e in (".json", ".jsonl") for c in ("", ".gz", ".zst", ".bz2"))
+
+
 def read_files(spark: SparkSession, path: str, fmt: str, cfg: StorageConfig,
                reader_options: Optional[dict] = None) -> DataFrame:
     """A JSONL or Parquet file or folder as a DataFrame, wherever it lies (the standalone tools' input).
@@ -225,7 +229,7 @@ def read_files(spark: SparkSession, path: str, fmt: str, cfg: StorageConfig,
         return reader.json(target) if fmt == "jsonl" else reader.parquet(target)
     opts = dict(cfg.storage_options)
     if nrfs.isdir(path, opts):
-        ext = (".json", ".jsonl") if fmt == "jsonl" else (".parquet",)
+        ext = JSONL_SUFFIXES if fmt == "jsonl" else (".parquet",)
         files = [p for p, _ in nrfs.list_files(path, opts, recursive=True)
                  if p.endswith(ext) and not p.rsplit("/", 1)[-1].startswith(("_", "."))]
     elif nrfs.isfile(path, opts):
@@ -249,7 +253,7 @@ def read_files(spark: SparkSession, path: str, fmt: str, cfg: StorageConfig,
 
     local = tempfile.mkdtemp(prefix="nr-input-")
     atexit.register(shutil.rmtree, local, True)  # Spark reads lazily: keep the copy for the session
-    for i, f in enumerate(files):
+    for i, f in enumerate(files):  # pyarrow's input streams decompress .gz / .zst / .bz2: the copies are plain
         nrfs.download(f, os.path.join(local, f"{i:05d}.json"), opts)
     log.info("%s: %d JSONL file(s) copied to %s for local Spark", path, len(files), local)
     return reader.json(local)

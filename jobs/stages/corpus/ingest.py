@@ -10,15 +10,18 @@ the source, the path, and the file and column where they are known.
 from __future__ import annotations
 
 import logging
+import os
+from collections import Counter
 
 from pyspark.sql import Column, DataFrame
 from pyspark.sql import functions as F
 
 from jobs.common.config import IngestConfig, SourceConfig
 from jobs.common.runner import StageContext
-from udfs.keys import content_key_col
 from jobs.common.stage import Output, Stage
 from jobs.common.storage import read_table
+from udfs import fs
+from udfs.keys import content_key_col
 
 log = logging.getLogger("nr")
 
@@ -69,6 +72,54 @@ def _parquet_type_conflicts(path: str, options: dict) -> list[str]:
     return conflicts
 
 
+# The corpora's download layouts: DCLM-baseline's nested folders of .jsonl / .jsonl.gz / .jsonl.zst
+# shards and FineMath's folders of Parquet shards. A source path that is a folder is read
+# recursively, its shard files only (a README or a .gitattributes beside them is left out).
+SHARD_GLOBS = {"jsonl": "*.{jsonl,json,jsonl.gz,json.gz,jsonl.zst,json.zst}", "parquet": "*.parquet"}
+
+
+def _extension(name: str) -> str:
+    base = name.rsplit("/", 1)[-1]
+    parts = base.split(".")
+    if len(parts) > 2 and parts[-1] in ("gz", "zst", "bz2"):
+        return "." + ".".join(parts[-2:])
+    return "." + parts[-1] if len(parts) > 1 else "(no extension)"
+
+
+def _files(path: str, options: dict) -> list[str]:
+    """Every file under a folder source, local or remote (what a read error reports)."""
+    if fs.is_local(path):
+        local = fs.local_path(path)
+        return [os.path.join(d, f) for d, _, names in os.walk(local) for f in names]
+    return [p for p, _ in fs.list_files(path, options, recursive=True)]
+
+
+def folder_options(path: str, fmt: str, options: dict) -> dict:
+    """Reader options for a folder source: recursive, shards only. Not for a glob, a single file,
+    or a Hive-partitioned Parquet table (``key=value`` folders, whose values Spark reads from the
+    folder names)."""
+    if fmt not in SHARD_GLOBS or any(c in path for c in "*?[{") or not fs.isdir(path, options):
+        return {}
+    if fmt == "parquet" and any("=" in seg for f in _files(path, options) for seg in f.split("/")[:-1]):
+        return {}
+    return {"recursiveFileLookup": "true", "pathGlobFilter": SHARD_GLOBS[fmt]}
+
+
+def _found(path: str, options: dict) -> str:
+    """What a folder holds, by extension: the detail of an unreadable source."""
+    try:
+        if not fs.isdir(path, options):
+            return ""
+        files = [f for f in _files(path, options) if not f.rsplit("/", 1)[-1].startswith((".", "_"))]
+    except Exception:  # naming the files is a courtesy; the read error stands without it
+        return ""
+    if not files:
+        return "; the folder holds no files"
+    counts = Counter(_extension(f) for f in files)
+    return (f"; the folder holds {len(files)} file(s): " + ", ".join(f"{n} {ext}" for ext, n in counts.most_common(6))
+            + f" (read: {SHARD_GLOBS.get('jsonl')} for jsonl, *.parquet for parquet, in any subfolder)")
+
+
 def read_source(ctx: StageContext, src: SourceConfig) -> DataFrame:
     """The source as a DataFrame; a file that cannot be read, or schemas that cannot be merged,
     raise ``SourceError`` naming the source, the path and (where known) the file and column."""
@@ -79,6 +130,8 @@ def read_source(ctx: StageContext, src: SourceConfig) -> DataFrame:
         # file's; a JSONL line that does not parse is kept as a corrupt record and counted
         options = {"mergeSchema": "true"} if src.format == "parquet" else \
             {"mode": "PERMISSIVE", "columnNameOfCorruptRecord": CORRUPT} if src.format == "jsonl" else None
+        if options is not None:
+            options.update(folder_options(path, src.format, dict(ctx.cfg.storage.storage_options)))
         df = read_table(ctx.spark, path, src.format, ctx.cfg.storage, options) if src.format != "delta" else \
             ctx.store.backend.read(path)
         if not df.columns and src.format == "jsonl":
@@ -95,6 +148,7 @@ def read_source(ctx: StageContext, src: SourceConfig) -> DataFrame:
                 conflicts = []
             if conflicts:
                 detail = "; ".join(conflicts[:5]) + f" ({detail})"
+        detail += _found(path, dict(ctx.cfg.storage.storage_options))
         raise SourceError(f"{label}: cannot be read: {detail}") from e
     return df
 
