@@ -388,6 +388,11 @@ def test_cli_writes_clusters_and_pairs(spark, tmp_path):
     assert sorted((r["id"], r["cluster_id"], r["keep"]) for r in clusters) == [
         ("u1", "u1", True), ("u2", "u1", False), ("u3", "u3", True)]
     assert pairs == [{"id_a": "u1", "id_b": "u2", "jaccard": 1.0}]
+    # on Spark too, the output folder gets the two tables and no scratch (checkpoints go to a temp folder)
+    assert cli_main(["--input", str(src), "--input-format", "jsonl", "--id-col", "uid", "--text-col", "body",
+                     "--output", str(tmp_path / "spark"), "--threshold", "0.6", "--num-perm", "64",
+                     "--engine", "spark"]) == 0
+    assert sorted(os.listdir(tmp_path / "spark")) == ["clusters", "pairs"]
     assert cli_main(["--input", str(src), "--input-format", "jsonl", "--id-col", "nope", "--text-col", "body",
                      "--output", str(out)]) == 2
     assert cli_main(["--input", str(src), "--input-format", "jsonl", "--id-col", "uid", "--text-col", "body",

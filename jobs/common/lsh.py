@@ -90,7 +90,7 @@ class _Steps:
 
     def done(self, step: str, detail: str = "") -> None:
         now = time.monotonic()
-        log.debug("dedup step %-22s %6.1fs (total %6.1fs)%s", step, now - self.last, now - self.t0,
+        log.info("dedup step %-22s %6.1fs (total %6.1fs)%s", step, now - self.last, now - self.t0,
                  f"  {detail}" if detail else "")
         self.last = now
 

@@ -71,7 +71,7 @@ def cli_main(argv: list[str]) -> int:
         except ValueError as e:
             print(f"error: {e}", file=sys.stderr)
             return 2
-    spark = get_spark(SparkConfig(master=args.master), checkpoint_dir=local_checkpoints(out))
+    spark = get_spark(SparkConfig(master=args.master), checkpoint_dir=local_checkpoints())
     df = read_table(spark, args.input, args.input_format, storage)
     missing = [c for c in (args.id_col, args.text_col, args.score_col) if c and c not in df.columns]
     if missing:

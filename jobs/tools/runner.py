@@ -4,7 +4,9 @@ kernels either way; and their storage arguments (ARCHITECTURE.md §7, §8)."""
 from __future__ import annotations
 
 import argparse
+import atexit
 import os
+import shutil
 import sys
 import tempfile
 from typing import Optional
@@ -104,8 +106,6 @@ def _missing(path: str, missing: list[str], names: list[str]):
 
 def write_in_process(table, folder: str) -> None:
     """``folder`` replaced by one Parquet file holding ``table`` (Spark's overwrite of a folder)."""
-    import shutil
-
     import pyarrow.parquet as pq
 
     shutil.rmtree(folder, ignore_errors=True)
@@ -129,9 +129,9 @@ def storage_from_args(args) -> StorageConfig:
     return StorageConfig(root="/", storage_options=opts)
 
 
-def local_checkpoints(out: str) -> str:
-    """Checkpoints beside the output, or in a temporary folder when the output is on an object
-    store (a local Spark cannot write there; its checkpoints are scratch anyway)."""
-    if fs.is_remote(out):
-        return tempfile.mkdtemp(prefix="nr-checkpoints-")
-    return f"{out}/_checkpoints"
+def local_checkpoints() -> str:
+    """Checkpoints in a temporary folder of this machine, removed when the command ends: they are
+    scratch, and the user's output folder gets only what the tool writes."""
+    folder = tempfile.mkdtemp(prefix="nr-checkpoints-")
+    atexit.register(shutil.rmtree, folder, True)
+    return folder
