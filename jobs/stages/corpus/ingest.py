@@ -10,7 +10,6 @@ the source, the path, and the file and column where they are known.
 from __future__ import annotations
 
 import logging
-import os
 from collections import Counter
 
 from pyspark.sql import Column, DataFrame
@@ -19,7 +18,7 @@ from pyspark.sql import functions as F
 from jobs.common.config import IngestConfig, SourceConfig
 from jobs.common.runner import StageContext
 from jobs.common.stage import Output, Stage
-from jobs.common.storage import read_table
+from jobs.common.storage import JSONL_SUFFIXES, read_table
 from udfs import fs
 from udfs.keys import content_key_col
 
@@ -75,7 +74,7 @@ def _parquet_type_conflicts(path: str, options: dict) -> list[str]:
 # The corpora's download layouts: DCLM-baseline's nested folders of .jsonl / .jsonl.gz / .jsonl.zst
 # shards and FineMath's folders of Parquet shards. A source path that is a folder is read
 # recursively, its shard files only (a README or a .gitattributes beside them is left out).
-SHARD_GLOBS = {"jsonl": "*.{jsonl,json,jsonl.gz,json.gz,jsonl.zst,json.zst}", "parquet": "*.parquet"}
+SHARD_GLOBS = {"jsonl": "*.{" + ",".join(s.lstrip(".") for s in JSONL_SUFFIXES) + "}", "parquet": "*.parquet"}
 
 
 def _extension(name: str) -> str:
@@ -87,11 +86,9 @@ def _extension(name: str) -> str:
 
 
 def _files(path: str, options: dict) -> list[str]:
-    """Every file under a folder source, local or remote (what a read error reports)."""
-    if fs.is_local(path):
-        local = fs.local_path(path)
-        return [os.path.join(d, f) for d, _, names in os.walk(local) for f in names]
-    return [p for p, _ in fs.list_files(path, options, recursive=True)]
+    """Every file under a folder source, local or remote, relative to it."""
+    base = path.rstrip("/") + "/"
+    return [p[len(base):] for p, _ in fs.list_files(path, options, recursive=True)]
 
 
 def folder_options(path: str, fmt: str, options: dict) -> dict:
@@ -105,7 +102,7 @@ def folder_options(path: str, fmt: str, options: dict) -> dict:
     return {"recursiveFileLookup": "true", "pathGlobFilter": SHARD_GLOBS[fmt]}
 
 
-def _found(path: str, options: dict) -> str:
+def _found(path: str, fmt: str, options: dict) -> str:
     """What a folder holds, by extension: the detail of an unreadable source."""
     try:
         if not fs.isdir(path, options):
@@ -117,7 +114,7 @@ def _found(path: str, options: dict) -> str:
         return "; the folder holds no files"
     counts = Counter(_extension(f) for f in files)
     return (f"; the folder holds {len(files)} file(s): " + ", ".join(f"{n} {ext}" for ext, n in counts.most_common(6))
-            + f" (read: {SHARD_GLOBS.get('jsonl')} for jsonl, *.parquet for parquet, in any subfolder)")
+            + (f" (a {fmt} source folder is read as {SHARD_GLOBS[fmt]}, in any subfolder)" if fmt in SHARD_GLOBS else ""))
 
 
 def read_source(ctx: StageContext, src: SourceConfig) -> DataFrame:
@@ -148,7 +145,7 @@ def read_source(ctx: StageContext, src: SourceConfig) -> DataFrame:
                 conflicts = []
             if conflicts:
                 detail = "; ".join(conflicts[:5]) + f" ({detail})"
-        detail += _found(path, dict(ctx.cfg.storage.storage_options))
+        detail += _found(path, src.format, dict(ctx.cfg.storage.storage_options))
         raise SourceError(f"{label}: cannot be read: {detail}") from e
     return df
 
